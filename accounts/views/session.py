@@ -1,0 +1,37 @@
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from accounts.forms import EmailLoginForm
+from accounts.tenancy import switch_membership
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "accounts/login.html"
+    authentication_form = EmailLoginForm
+    redirect_authenticated_user = True
+
+
+@login_required
+def no_membership(request):
+    if request.membership is not None:
+        return redirect("home")
+    return render(request, "accounts/no_membership.html", status=403)
+
+
+@login_required
+@require_POST
+def switch(request):
+    if switch_membership(request, request.POST.get("membership", "")):
+        messages.success(request, f"Switched to {request.membership.organization.name}.")
+    else:
+        messages.error(request, "That membership is not available.")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()},
+                                           require_https=request.is_secure()):
+        target = "home"
+    # Detail pages of the previous organization would 404 for the new one: go home.
+    return redirect("home" if target != "home" and "/" in target.strip("/") else target)

@@ -1,0 +1,1 @@
+# Deal snapshots, attribution records and disputes arrive with the attribution issue.

@@ -1,0 +1,1 @@
+# CRM connections, the sync outbox and webhooks arrive with the CRM sync issue.

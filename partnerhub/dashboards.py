@@ -1,0 +1,108 @@
+"""Dashboard tiles, chosen by what the active membership may do (never by role name).
+
+Each tile is a small, bounded query: counts and the first few rows of a list, linking to the
+full filtered list behind it.
+"""
+
+from datetime import timedelta
+from statistics import median
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from accounts import roles
+from accounts.models import AuditEvent, Membership, Organization
+from accounts.permissions import permissions_of
+
+
+def _applications_tile(membership):
+    orgs = Organization.objects.visible_to(membership).exclude(kind=roles.OPERATOR)
+    counts = orgs.aggregate(
+        pending=Count("pk", filter=Q(status=Organization.PENDING)),
+        unverified=Count("pk", filter=Q(status=Organization.PENDING, verified_at__isnull=True)),
+        auto=Count("pk", filter=Q(auto_approved=True, auto_approval_reviewed_at__isnull=True)),
+    )
+    oldest = list(orgs.filter(status=Organization.PENDING).order_by("applied_at")[:5])
+    return {"counts": counts, "oldest": oldest}
+
+
+def onboarding_days(network_id, since_days: int = 90) -> dict:
+    """Median days from application to approval, and approval to first referral."""
+    since = timezone.now() - timedelta(days=since_days)
+    rows = Organization.objects.filter(
+        network_id=network_id, approved_at__gte=since, applied_at__isnull=False
+    ).values_list("applied_at", "approved_at", "first_referral_at")[:10_000]
+    to_approval = [(b - a).total_seconds() / 86400 for a, b, _ in rows]
+    to_first = [(c - b).total_seconds() / 86400 for _, b, c in rows if c]
+    return {
+        "approved": len(to_approval),
+        "to_approval": round(median(to_approval), 1) if to_approval else None,
+        "to_first_referral": round(median(to_first), 1) if to_first else None,
+    }
+
+
+def _network_tile(membership):
+    network_id = membership.organization.network_id
+    counts = Organization.objects.filter(network_id=network_id).aggregate(
+        partners=Count("pk", filter=Q(kind=roles.PARTNER, status=Organization.ACTIVE)),
+        vendors=Count("pk", filter=Q(kind=roles.VENDOR, status=Organization.ACTIVE)),
+        pending=Count("pk", filter=Q(status=Organization.PENDING)),
+    )
+    return {"counts": counts, "onboarding": onboarding_days(network_id)}
+
+
+def _portfolio_tile(membership):
+    orgs = (
+        Organization.objects.visible_to(membership)
+        .exclude(pk=membership.organization_id)
+        .order_by("kind", "name")
+    )
+    return {"count": orgs.count(), "first": list(orgs[:8])}
+
+
+def _team_tile(membership):
+    members = (
+        Membership.objects.filter(organization_id=membership.organization_id,
+                                  status=Membership.ACTIVE)
+        .select_related("user").order_by("user__full_name")
+    )
+    return {"count": members.count(), "first": list(members[:6])}
+
+
+def _audit_tile(membership):
+    return {"events": list(
+        AuditEvent.objects.visible_to(membership).order_by("-created_at", "-pk")[:8]
+    )}
+
+
+def dashboard_context(membership) -> dict:
+    perms = permissions_of(membership)
+    role = membership.role_def
+    context = {"role": role, "tiles": []}
+    if membership.organization.status != Organization.ACTIVE:
+        context["pending"] = True
+        return context
+    if roles.NETWORK_MANAGE in perms:
+        context["network_kpis"] = _network_tile(membership)
+    if roles.APPLICATIONS_REVIEW in perms:
+        context["applications"] = _applications_tile(membership)
+    if role.scope == roles.PORTFOLIO:
+        context["portfolio"] = _portfolio_tile(membership)
+    if roles.AUDIT_VIEW in perms:
+        context["audit"] = _audit_tile(membership)
+    if roles.USERS_LOOKUP in perms:
+        context["lookup"] = True
+    if roles.PAYOUT_ACCOUNT_MANAGE in perms or roles.MEMBERS_MANAGE in perms:
+        context["team"] = _team_tile(membership)
+        context["checklist"] = _checklist(membership, context["team"])
+    return context
+
+
+def _checklist(membership, team):
+    org = membership.organization
+    items = [
+        ("Verify your email address", membership.user.email_verified_at is not None),
+        ("Organization approved", org.status == Organization.ACTIVE),
+        ("Invite your team", team["count"] > 1),
+    ]
+    return [{"label": label, "done": done} for label, done in items]

@@ -1,0 +1,1 @@
+# Commission plans, the ledger and payout batches arrive with the payouts issue.
