@@ -45,7 +45,7 @@ def memberships_in_network(user, network) -> list[Membership]:
             organization__network=network,
             organization__status__in=[Organization.ACTIVE, Organization.PENDING],
         )
-        .select_related("organization", "organization__network")
+        .select_related("organization", "organization__network", "user")
         .order_by("organization__kind", "organization__name")
     )
 

@@ -64,7 +64,7 @@ def _team_tile(membership):
     members = (
         Membership.objects.filter(organization_id=membership.organization_id,
                                   status=Membership.ACTIVE)
-        .select_related("user").order_by("user__full_name")
+        .select_related("user", "organization").order_by("user__full_name")
     )
     return {"count": members.count(), "first": list(members[:6])}
 

@@ -190,6 +190,9 @@ STORAGES = {
         )
     },
 }
+# Outside production, serve straight from the apps' static folders (no collectstatic needed).
+WHITENOISE_AUTOREFRESH = not PRODUCTION
+WHITENOISE_USE_FINDERS = not PRODUCTION
 MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
 
 LANGUAGE_CODE = "en-us"

@@ -23,3 +23,8 @@ STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.Static
 ALLOWED_HOSTS = ["*"]
 PARTNERHUB_BASE_DOMAIN = "partnerhub.test"
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+
+# A test database per test process, so parallel runs on one server never trip over each other.
+DATABASES["default"]["TEST"] = {  # noqa: F405
+    "NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"  # noqa: F405
+}

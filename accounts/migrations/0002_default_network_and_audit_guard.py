@@ -26,7 +26,7 @@ SQLITE_GUARD = [
 
 def guard(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(AUDIT_GUARD)
+        schema_editor.execute(AUDIT_GUARD, params=None)
     elif schema_editor.connection.vendor == "sqlite":
         for statement in SQLITE_GUARD:
             schema_editor.execute(statement)

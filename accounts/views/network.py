@@ -44,7 +44,7 @@ def organization_detail(request, public_id):
     org = get_object_for(membership, Organization, public_id)
     members = (
         Membership.objects.visible_to(membership).filter(organization=org)
-        .select_related("user").order_by("status", "user__full_name")
+        .select_related("user", "organization").order_by("status", "user__full_name")
     )
     context = {"org": org, "page": paginate(request, members)}
     if can(membership, roles.PORTFOLIO_MANAGE, org) and org.kind != roles.OPERATOR:
