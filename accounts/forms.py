@@ -76,6 +76,7 @@ class InviteForm(forms.Form):
     def __init__(self, *args, kind: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["role"].choices = roles.role_choices(kind)
+        self.fields["role"].initial = roles.DEFAULT_INVITE_ROLE[kind]
 
 
 class RoleForm(forms.Form):

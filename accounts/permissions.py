@@ -21,9 +21,11 @@ def _organization_id(obj):
 def permissions_of(membership) -> frozenset:
     if membership is None or membership.status != "active":
         return frozenset()
-    if membership.organization.status != "active":
-        return roles.PENDING_PERMISSIONS
-    return membership.role_def.permissions
+    status = membership.organization.status
+    if status == "active":
+        return membership.role_def.permissions
+    # An applicant may look at its review status; suspended and rejected orgs see nothing.
+    return roles.PENDING_PERMISSIONS if status == "pending" else frozenset()
 
 
 def can(membership, action: str, obj=None) -> bool:

@@ -139,6 +139,9 @@ ROLES: dict[tuple[str, str], Role] = {
 # The role that may never be left without a holder in an organization of each kind.
 OWNER_ROLE = {PARTNER: "owner", VENDOR: "admin", OPERATOR: "admin"}
 
+# What an invitation offers first: the least powerful everyday role of each kind.
+DEFAULT_INVITE_ROLE = {PARTNER: "rep", VENDOR: "partnerships", OPERATOR: "support"}
+
 # What a member of an organization that is not (yet) active may still do.
 PENDING_PERMISSIONS = frozenset({DASHBOARD_VIEW})
 

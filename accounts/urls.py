@@ -10,6 +10,7 @@ urlpatterns = [
     # Onboarding
     path("apply/<str:kind>/", onboarding.apply, name="apply"),
     path("apply-done/", onboarding.apply_done, name="apply_done"),
+    path("verify/resend/", onboarding.resend_verification, name="resend_verification"),
     path("verify/<str:token>/", onboarding.verify_email, name="verify_email"),
     path("network/applications/", onboarding.application_queue, name="application_queue"),
     path("network/applications/<uuid:public_id>/", onboarding.application_detail,

@@ -132,6 +132,23 @@ def send_verification_email(user, org) -> None:
     )
 
 
+RESEND_INTERVAL_SECONDS = 60
+
+
+def resend_verification(user) -> bool:
+    """Send the verification link again (at most once a minute). False when throttled or
+    there is nothing to verify."""
+    from django.core.cache import cache
+
+    if user.email_verified_at is not None:
+        return False
+    org = Organization.objects.filter(memberships__user=user, status=Organization.PENDING).first()
+    if org is None or not cache.add(f"verify-resend:{user.pk}", 1, RESEND_INTERVAL_SECONDS):
+        return False
+    send_verification_email(user, org)
+    return True
+
+
 @transaction.atomic
 def verify_email(token: str) -> User:
     """Mark the applicant's email verified; run the auto-approval rule or alert reviewers."""

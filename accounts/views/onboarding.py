@@ -1,5 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
 from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, OuterRef, Q
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -61,6 +62,19 @@ def verify_email(request, token):
         return render(request, "accounts/verify_failed.html", {"error": exc.message}, status=400)
     messages.success(request, f"Thanks, {user.get_short_name()}: your email is verified.")
     return redirect("home" if request.user.is_authenticated else "login")
+
+
+@login_required
+@require_POST
+def resend_verification(request):
+    from accounts.services.onboarding import resend_verification as resend
+
+    if resend(request.user):
+        messages.success(request, f"We sent a new verification link to {request.user.email}.")
+    else:
+        messages.warning(request, "A link was sent less than a minute ago, or there is nothing "
+                                  "left to verify. Check your inbox and spam folder.")
+    return redirect("home")
 
 
 def _applications(membership):
