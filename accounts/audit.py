@@ -3,7 +3,7 @@ come from a context variable the middleware sets, so services never need the req
 
 from contextvars import ContextVar
 
-_request_context: ContextVar[dict] = ContextVar("audit_request_context", default={})
+_request_context: ContextVar[dict | None] = ContextVar("audit_request_context", default=None)
 
 
 def set_request_context(*, ip: str | None, user_agent: str):
@@ -41,7 +41,7 @@ def record(action: str, target, *, actor=None, before=None, after=None, network_
         network_id = (
             membership.organization.network_id if membership else _network_id_of(target)
         )
-    context = _request_context.get()
+    context = _request_context.get() or {}
     return AuditEvent.objects.create(
         network_id=network_id,
         actor=user,

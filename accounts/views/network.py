@@ -8,8 +8,12 @@ from django.views.decorators.http import require_POST
 from accounts import roles, services
 from accounts.decorators import require_permission
 from accounts.errors import ServiceError
-from accounts.forms import LookupForm, NetworkSettingsForm, OrganizationFilterForm, \
-    PortfolioAssignForm
+from accounts.forms import (
+    LookupForm,
+    NetworkSettingsForm,
+    OrganizationFilterForm,
+    PortfolioAssignForm,
+)
 from accounts.models import Membership, Organization, OrganizationPortfolioGrant, User
 from accounts.permissions import can, get_object_for
 from accounts.services.portfolio import channel_managers

@@ -2,7 +2,6 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from accounts.forms import EmailLoginForm
@@ -29,9 +28,6 @@ def switch(request):
         messages.success(request, f"Switched to {request.membership.organization.name}.")
     else:
         messages.error(request, "That membership is not available.")
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()},
-                                           require_https=request.is_secure()):
-        target = "home"
-    # Detail pages of the previous organization would 404 for the new one: go home.
-    return redirect("home" if target != "home" and "/" in target.strip("/") else target)
+    # Always land on the dashboard: the page the user was on belongs to the previous
+    # organization and would (rightly) be a 404 for the new one.
+    return redirect("home")

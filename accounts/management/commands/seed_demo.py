@@ -17,11 +17,9 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps([login.__dict__ for login in logins], indent=2))
             return
-        widths = [max(len(str(getattr(x, f))) for x in logins) for f in
-                  ("email", "password", "organization", "kind", "role")]
         header = ("email", "password", "organization", "kind", "role")
-        widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
-        line = "  ".join("{:<%d}" % w for w in widths)
+        widths = [max([len(h)] + [len(str(getattr(x, h))) for x in logins]) for h in header]
+        line = "  ".join(f"{{:<{w}}}" for w in widths)
         self.stdout.write(self.style.SUCCESS("Demo logins (open http://127.0.0.1:8000/):"))
         self.stdout.write(line.format(*header))
         self.stdout.write(line.format(*("-" * w for w in widths)))
