@@ -10,8 +10,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# The code in /app stays owned by root (read-only to the app); the user may write only var/ and
+# its home (gunicorn keeps its control socket there).
 RUN groupadd --system --gid 10001 partnerhub \
-    && useradd --system --uid 10001 --gid partnerhub --home-dir /app --no-create-home \
+    && useradd --system --uid 10001 --gid partnerhub --create-home --home-dir /home/partnerhub \
        --shell /usr/sbin/nologin partnerhub
 
 # Dependencies first, in their own layer: `pip install .` on pyproject.toml alone installs every

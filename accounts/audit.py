@@ -1,7 +1,10 @@
 """Writing the audit log. Service functions call `record()`; the request's IP and user agent
 come from a context variable the middleware sets, so services never need the request."""
 
+import json
 from contextvars import ContextVar
+
+from django.core.serializers.json import DjangoJSONEncoder
 
 _request_context: ContextVar[dict | None] = ContextVar("audit_request_context", default=None)
 
@@ -25,6 +28,18 @@ def _network_id_of(target):
         if obj is not None:
             return obj
     return None
+
+
+class _AuditEncoder(DjangoJSONEncoder):
+    def default(self, o):
+        try:
+            return super().default(o)
+        except TypeError:
+            return str(o)  # countries, enums, model instances: their readable form
+
+
+def _jsonable(value):
+    return None if value is None else json.loads(json.dumps(value, cls=_AuditEncoder))
 
 
 def record(action: str, target, *, actor=None, before=None, after=None, network_id=None):
@@ -53,8 +68,8 @@ def record(action: str, target, *, actor=None, before=None, after=None, network_
         target_type=target._meta.model_name,
         target_id=str(getattr(target, "public_id", target.pk)),
         target_label=str(target)[:200],
-        before=before,
-        after=after,
+        before=_jsonable(before),
+        after=_jsonable(after),
         ip=context.get("ip"),
         user_agent=context.get("user_agent", ""),
     )

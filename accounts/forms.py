@@ -52,8 +52,11 @@ class ApplicationForm(forms.Form):
         if password and confirm and password != confirm:
             self.add_error("password_confirm", "The two passwords do not match.")
         elif password:
+            from accounts.models import User
+
+            applicant = User(email=data.get("email", ""), full_name=data.get("full_name", ""))
             try:
-                password_validation.validate_password(password)
+                password_validation.validate_password(password, applicant)
             except forms.ValidationError as exc:
                 self.add_error("password", exc)
         return data

@@ -13,6 +13,7 @@ from accounts.querysets import (
     AuditEventQuerySet,
     InvitationQuerySet,
     MembershipQuerySet,
+    NotificationQuerySet,
     OrganizationQuerySet,
 )
 
@@ -306,3 +307,37 @@ class AuditEvent(models.Model):
 
 class AuditLogImmutable(Exception):
     pass
+
+
+class Notification(models.Model):
+    """An in-app notification (the bell). Email copies go out unless the user muted the kind."""
+
+    public_id = public_id_field()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="notifications")
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=40)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    url = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NotificationQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "network", "read_at", "-created_at"])]
+
+    def __str__(self):
+        return self.title
+
+
+class NotificationMute(models.Model):
+    """The user does not want email for this kind of notification (the bell still shows it)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="notification_mutes")
+    kind = models.CharField(max_length=40)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "kind"], name="one_mute_per_kind")]

@@ -8,6 +8,7 @@ organization.
 from django.apps import apps
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 from accounts import roles
 
@@ -101,3 +102,20 @@ def _immutable():
     from accounts.models import AuditLogImmutable
 
     return AuditLogImmutable("Audit events are append-only.")
+
+
+class NotificationQuerySet(models.QuerySet):
+    def visible_to(self, membership):
+        """A user's own notifications in the membership's network: notifications belong to the
+        person, so roles and organization status do not narrow them further."""
+        if not _usable(membership):
+            return self.none()
+        return self.filter(user_id=membership.user_id,
+                           network_id=membership.organization.network_id)
+
+    def unread(self):
+        return self.filter(read_at__isnull=True)
+
+    def mark_read(self) -> int:
+        """Stamp the unread ones as read now; already-read rows keep their first read time."""
+        return self.unread().update(read_at=timezone.now())

@@ -97,10 +97,11 @@ ROLES: dict[tuple[str, str], Role] = {
         # Vendor organizations
         _role(VENDOR, "admin", "Admin", ORGANIZATION,
               {MEMBERS_MANAGE, REFERRAL_VIEW, REFERRAL_ACCEPT, REFERRAL_REJECT, REFERRAL_ASSIGN,
-               PROGRAM_MANAGE, CRM_MANAGE, COMMISSION_VIEW},
+               REFERRAL_UPDATE_STAGE, PROGRAM_MANAGE, CRM_MANAGE, COMMISSION_VIEW},
               "Runs the program: terms, commission plans, CRM connection, members."),
         _role(VENDOR, "partnerships", "Partnerships", ORGANIZATION,
-              {REFERRAL_VIEW, REFERRAL_ACCEPT, REFERRAL_REJECT, REFERRAL_ASSIGN, DISPUTE_RESPOND},
+              {REFERRAL_VIEW, REFERRAL_ACCEPT, REFERRAL_REJECT, REFERRAL_ASSIGN,
+               REFERRAL_UPDATE_STAGE, DISPUTE_RESPOND},
               "Triages inbound referrals: accept, reject, assign; answers disputes.", money=False),
         _role(VENDOR, "sales", "Sales", ASSIGNED,
               {REFERRAL_VIEW, REFERRAL_UPDATE_STAGE},
@@ -144,6 +145,11 @@ DEFAULT_INVITE_ROLE = {PARTNER: "rep", VENDOR: "partnerships", OPERATOR: "suppor
 
 # What a member of an organization that is not (yet) active may still do.
 PENDING_PERMISSIONS = frozenset({DASHBOARD_VIEW})
+
+
+def role_names_with(kind: str, permission: str) -> list[str]:
+    """Roles of an organization kind that hold `permission` (to find whom to notify)."""
+    return [r.name for r in roles_of_kind(kind) if permission in r.permissions]
 
 
 def role_for(kind: str, name: str) -> Role:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from accounts.views import audit, members, network, onboarding, session
+from accounts.views import audit, members, network, notifications, onboarding, session
 
 app_name = "accounts"
 
@@ -41,4 +41,12 @@ urlpatterns = [
     path("network/settings/", network.network_settings, name="network_settings"),
     path("network/audit/", audit.audit_log, name="audit_log"),
     path("network/audit/export.csv", audit.audit_export, name="audit_export"),
+    # Notifications (the bell)
+    path("notifications/", notifications.notifications, name="notifications"),
+    path("notifications/<uuid:public_id>/open/", notifications.notification_open,
+         name="notification_open"),
+    path("notifications/read-all/", notifications.notifications_read_all,
+         name="notifications_read_all"),
+    path("notifications/preferences/", notifications.notification_preferences,
+         name="notification_preferences"),
 ]

@@ -42,6 +42,19 @@ def resolve_client_ip(meta) -> str:
     return hops[0] if hops else remote
 
 
+_FORWARDED_HEADERS = ("HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT",
+                      "HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED")
+
+
+def drop_untrusted_forwarded_headers(meta) -> None:
+    """Django honours X-Forwarded-Proto/Host from whoever sends them once configured to; we
+    only let them through from a trusted proxy."""
+    if settings.TRUSTED_PROXIES and _is_trusted(meta.get("REMOTE_ADDR", "") or ""):
+        return
+    for header in _FORWARDED_HEADERS:
+        meta.pop(header, None)
+
+
 def client_ip(request) -> str:
     cached = getattr(request, "client_ip", None)
     if cached is not None:

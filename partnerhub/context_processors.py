@@ -1,9 +1,14 @@
+from django.utils.functional import SimpleLazyObject
+
 from accounts import roles
+from accounts.notifications import unread_count
 from accounts.permissions import permissions_of
 
 # Navigation: (label, url name, required permission). Shown when the role grants it.
 NAV = [
     ("Dashboard", "home", roles.DASHBOARD_VIEW),
+    ("Referrals", "referrals:list", roles.REFERRAL_VIEW),
+    ("Programs", "referrals:programs", roles.DASHBOARD_VIEW),
     ("Applications", "accounts:application_queue", roles.APPLICATIONS_REVIEW),
     ("Organizations", "accounts:organizations", roles.ORGANIZATION_VIEW),
     ("User lookup", "accounts:user_lookup", roles.USERS_LOOKUP),
@@ -22,4 +27,12 @@ def tenancy(request):
         "memberships": getattr(request, "memberships", []),
         "nav": [(label, url) for label, url, perm in NAV if perm in perms],
         "perms": perms,
+        "unread_notifications": _unread_notifications(request, membership),
     }
+
+
+def _unread_notifications(request, membership):
+    """The bell's count: one COUNT, run only when a template shows it (htmx partials don't)."""
+    if membership is None or not request.user.is_authenticated:
+        return 0
+    return SimpleLazyObject(lambda: unread_count(request.user, membership.network_id))

@@ -1,6 +1,6 @@
 from accounts import audit
 from accounts.tenancy import choose_membership, memberships_in_network, network_for_host
-from partnerhub.clientip import resolve_client_ip
+from partnerhub.clientip import drop_untrusted_forwarded_headers, resolve_client_ip
 
 
 class ClientIPMiddleware:
@@ -11,6 +11,7 @@ class ClientIPMiddleware:
 
     def __call__(self, request):
         request.client_ip = resolve_client_ip(request.META)
+        drop_untrusted_forwarded_headers(request.META)
         token = audit.set_request_context(
             ip=request.client_ip or None,
             user_agent=request.META.get("HTTP_USER_AGENT", "")[:400],

@@ -7,6 +7,7 @@ console email. DJANGO_ENV=production refuses insecure defaults.
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 import dj_email_url
 from django.core.exceptions import ImproperlyConfigured
 
@@ -59,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "django_countries",
+    "django.contrib.postgres",
     "guardian",
     "axes",
     "partnerhub",
@@ -134,6 +136,8 @@ AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = envint("LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_CLIENT_IP_CALLABLE = "partnerhub.clientip.client_ip"
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.lockout.lockout_username"
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
@@ -169,7 +173,12 @@ CELERY_TASK_ROUTES = {
     "payouts.*": {"queue": "payouts"},
 }
 # Every schedule lives here; each task is safe to run twice. Later issues add their jobs.
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    "referral-protection": {
+        "task": "referrals.tasks.daily_protection_job",
+        "schedule": crontab(hour=6, minute=0),
+    },
+}
 
 # --- Email -----------------------------------------------------------------------------
 _email_url = envstr("EMAIL_URL", "smtp://localhost:25" if PRODUCTION else "console:")
@@ -213,6 +222,11 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 365)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
+
+# --- Analytics (Segment); disabled without a write key --------------------------------
+SEGMENT_WRITE_KEY = envstr("SEGMENT_WRITE_KEY", "")
+SEGMENT_HOST = envstr("SEGMENT_HOST", "")  # default: Segment's own API
+SEGMENT_SYNC_MODE = envbool("SEGMENT_SYNC_MODE", False)
 
 # --- Product settings ------------------------------------------------------------------
 INVITATION_TTL_DAYS = envint("INVITATION_TTL_DAYS", 7)

@@ -26,5 +26,6 @@ urlpatterns = [
     path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(
         template_name="accounts/password_reset_complete.html"), name="password_reset_complete"),
     path("", include("accounts.urls")),
+    path("", include("referrals.urls")),
     path("django-admin/", admin.site.urls),
 ]

@@ -112,7 +112,8 @@ def apply_for_organization(network, application: Application) -> Organization:
         "organization.applied",
         org,
         actor=user,
-        after={"kind": org.kind, "name": org.name, "domain": domain, "country": org.country},
+        after={"kind": org.kind, "name": org.name, "domain": domain,
+               "country": org.country.code},
     )
     send_verification_email(user, org)
     return org

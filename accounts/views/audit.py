@@ -1,5 +1,4 @@
 import csv
-import json
 from datetime import datetime, time, timedelta
 
 from django.http import StreamingHttpResponse
@@ -10,6 +9,7 @@ from accounts import roles
 from accounts.decorators import require_permission
 from accounts.forms import AuditFilterForm
 from accounts.models import AuditEvent
+from partnerhub.csvutil import Echo, safe_cell
 from partnerhub.pagination import paginate, querystring_without_page
 
 EXPORT_LIMIT = 100_000
@@ -18,6 +18,9 @@ EXPORT_LIMIT = 100_000
 def _filtered(request):
     form = AuditFilterForm(request.GET or None)
     events = AuditEvent.objects.visible_to(request.membership)
+    if form.is_bound and not form.is_valid():
+        # A filter we cannot read must never widen the result (or the export) to everything.
+        return form, events.none()
     if form.is_valid():
         data = form.cleaned_data
         if data["actor"]:
@@ -50,30 +53,17 @@ def audit_log(request):
     })
 
 
-def _cell(value):
-    """Spreadsheet-safe CSV cell: JSON for structures, and formulas neutralised."""
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value, sort_keys=True)
-    value = "" if value is None else str(value)
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
 @require_permission(roles.AUDIT_VIEW)
 def audit_export(request):
     _, events = _filtered(request)
-    writer = csv.writer(_Echo())
+    writer = csv.writer(Echo())
     header = ["time", "actor", "role", "action", "object_type", "object_id", "object",
               "before", "after", "ip", "user_agent"]
 
     def rows():
         yield writer.writerow(header)
         for e in events[:EXPORT_LIMIT].iterator(chunk_size=2000):
-            yield writer.writerow([_cell(v) for v in (
+            yield writer.writerow([safe_cell(v) for v in (
                 e.created_at.isoformat(), e.actor_email, e.role, e.action, e.target_type,
                 e.target_id, e.target_label, e.before, e.after, e.ip, e.user_agent,
             )])

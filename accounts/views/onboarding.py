@@ -149,14 +149,18 @@ def application_detail(request, public_id):
     queryset = _prefetch_owners(_with_evidence(_applications(request.membership)))
     org = get_object_for(request.membership, queryset, public_id)
     _attach_owner([org])
-    duplicates = (
-        Organization.objects.visible_to(request.membership)
+    return render(request, "accounts/application_detail.html", {
+        "org": org, "duplicates": _duplicates(request.membership, org),
+        "reject_form": RejectForm(),
+    })
+
+
+def _duplicates(membership, org):
+    return (
+        Organization.objects.visible_to(membership)
         .filter(Q(website_domain=org.website_domain) | Q(name__iexact=org.name))
         .exclude(pk=org.pk).exclude(website_domain="")[:10]
     )
-    return render(request, "accounts/application_detail.html", {
-        "org": org, "duplicates": duplicates, "reject_form": RejectForm(),
-    })
 
 
 def _review_action(request, public_id, action):
@@ -189,7 +193,8 @@ def application_reject(request, public_id):
         org = get_object_for(request.membership, queryset, public_id)
         _attach_owner([org])
         return render(request, "accounts/application_detail.html",
-                      {"org": org, "duplicates": [], "reject_form": form}, status=400)
+                      {"org": org, "duplicates": _duplicates(request.membership, org),
+                       "reject_form": form}, status=400)
     org = _review_action(
         request, public_id,
         lambda o: services.reject_application(request.membership, o, form.reason_text()))

@@ -5,6 +5,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.forms import EmailLoginForm
+from accounts.models import Organization
 from accounts.tenancy import switch_membership
 
 
@@ -18,7 +19,12 @@ class LoginView(auth_views.LoginView):
 def no_membership(request):
     if request.membership is not None:
         return redirect("home")
-    return render(request, "accounts/no_membership.html", status=403)
+    # Tell a rejected applicant why, instead of a generic "no access".
+    rejected = (Organization.objects.filter(
+        network=request.network, memberships__user=request.user,
+        status=Organization.REJECTED).order_by("-rejected_at").first()
+        if request.network else None)
+    return render(request, "accounts/no_membership.html", {"rejected": rejected}, status=403)
 
 
 @login_required

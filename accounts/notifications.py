@@ -1,0 +1,58 @@
+"""Notifications: a row per recipient for the in-app bell, plus an email unless muted.
+
+Callers pass users and a kind from KINDS; everything is written in the caller's transaction and
+the emails leave after commit.
+"""
+
+from django.conf import settings
+
+from accounts.models import Notification, NotificationMute
+from partnerhub.mail import send_templated_email
+
+KINDS = [
+    ("referral_submitted", "A partner submits a referral to us"),
+    ("referral_accepted", "The vendor accepts my referral"),
+    ("referral_rejected", "The vendor rejects my referral"),
+    ("referral_message", "A new message on a referral"),
+    ("referral_assigned", "A referral is assigned to me"),
+    ("protection_expiring", "A registration's protection is about to expire"),
+    ("referral_expired", "A registration expired"),
+    ("enrolment_requested", "A partner asks to join our program"),
+    ("enrolment_decided", "A vendor decides on our enrolment"),
+]
+KIND_LABELS = dict(KINDS)
+
+
+def notify(users, kind: str, *, network_id, title: str, body: str = "", url: str = "",
+           exclude_user=None) -> int:
+    """Notify each distinct active user once. Returns how many were notified."""
+    if kind not in KIND_LABELS:
+        raise ValueError(f"unknown notification kind {kind!r}")
+    recipients = {u.pk: u for u in users if u is not None and u.is_active}
+    if exclude_user is not None:
+        recipients.pop(exclude_user.pk, None)
+    if not recipients:
+        return 0
+    Notification.objects.bulk_create([
+        Notification(user_id=pk, network_id=network_id, kind=kind, title=title[:200],
+                     body=body, url=url)
+        for pk in recipients
+    ])
+    muted = set(NotificationMute.objects.filter(user_id__in=recipients, kind=kind)
+                .values_list("user_id", flat=True))
+    link = settings.SITE_URL + url if url.startswith("/") else url
+    for pk, user in recipients.items():
+        if pk not in muted:
+            send_templated_email(user.email, "notification", {
+                "user": user, "title": title, "body": body, "url": link,
+                "kind_label": KIND_LABELS[kind],
+                "preferences_url": settings.SITE_URL + "/notifications/preferences/",
+            })
+    return len(recipients)
+
+
+def unread_count(user, network_id) -> int:
+    if not user.is_authenticated or network_id is None:
+        return 0
+    return Notification.objects.filter(user=user, network_id=network_id,
+                                       read_at__isnull=True).count()
