@@ -341,3 +341,6 @@ class NotificationMute(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "kind"], name="one_mute_per_kind")]
+
+    def __str__(self):
+        return f"{self.user_id} mutes {self.kind}"

@@ -5,6 +5,7 @@ the emails leave after commit.
 """
 
 from django.conf import settings
+from django.urls import reverse
 
 from accounts.models import Notification, NotificationMute
 from partnerhub.mail import send_templated_email
@@ -33,16 +34,19 @@ def notify(users, kind: str, *, network_id, title: str, body: str = "", url: str
         recipients.pop(exclude_user.pk, None)
     if not recipients:
         return 0
-    Notification.objects.bulk_create([
+    created = Notification.objects.bulk_create([
         Notification(user_id=pk, network_id=network_id, kind=kind, title=title[:200],
                      body=body, url=url)
         for pk in recipients
     ])
+    by_user = {n.user_id: n for n in created}
     muted = set(NotificationMute.objects.filter(user_id__in=recipients, kind=kind)
                 .values_list("user_id", flat=True))
-    link = settings.SITE_URL + url if url.startswith("/") else url
     for pk, user in recipients.items():
         if pk not in muted:
+            # Through the bell's "open" link, so reading the email clears the bell too.
+            link = settings.SITE_URL + reverse("accounts:notification_open",
+                                               args=[by_user[pk].public_id]) if url else ""
             send_templated_email(user.email, "notification", {
                 "user": user, "title": title, "body": body, "url": link,
                 "kind_label": KIND_LABELS[kind],

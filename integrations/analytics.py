@@ -44,7 +44,8 @@ def reset_client() -> None:
     with _lock:
         if _client is not None:
             _client.flush()
-            _client.shutdown()
+            if _client.consumers:  # sync-mode clients have no consumer threads to join
+                _client.shutdown()
         _client = None
 
 

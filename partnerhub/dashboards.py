@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts import roles
 from accounts.models import AuditEvent, Membership, Organization
 from accounts.permissions import permissions_of
+from referrals.models import Referral
 
 
 def _applications_tile(membership):
@@ -75,6 +76,34 @@ def _audit_tile(membership):
     )}
 
 
+def _referrals_tile(membership, perms):
+    """Referrals by status (each number links to the filtered list), what needs a decision,
+    and protections about to run out."""
+    visible = Referral.objects.visible_to(membership)
+    counts = visible.aggregate(
+        **{status: Count("pk", filter=Q(status=status)) for status, _ in Referral.STATUSES},
+        conflicts=Count("pk", filter=Q(status=Referral.SUBMITTED, conflict=True)),
+    )
+    tile = {"counts": counts, "statuses": [
+        (status, label, counts[status]) for status, label in Referral.STATUSES
+        if counts[status] or status in (Referral.SUBMITTED, Referral.ACCEPTED)]}
+    tile["decides"] = roles.REFERRAL_ACCEPT in perms
+    if tile["decides"]:
+        tile["to_decide"] = list(
+            visible.filter(status=Referral.SUBMITTED).select_related("partner")
+            .order_by("-conflict", "submitted_at")[:6])
+    else:
+        tile["recent"] = list(
+            visible.exclude(status=Referral.DRAFT).select_related("vendor", "partner")
+            .order_by("-updated_at")[:6])
+    if roles.REFERRAL_SUBMIT in perms:
+        soon = timezone.now() + timedelta(days=14)
+        tile["expiring"] = list(
+            visible.filter(status=Referral.ACCEPTED, protected_until__lte=soon)
+            .select_related("vendor").order_by("protected_until")[:5])
+    return tile
+
+
 def dashboard_context(membership) -> dict:
     perms = permissions_of(membership)
     role = membership.role_def
@@ -82,6 +111,9 @@ def dashboard_context(membership) -> dict:
     if membership.organization.status != Organization.ACTIVE:
         context["pending"] = True
         return context
+    if roles.REFERRAL_VIEW in perms:
+        context["referrals"] = _referrals_tile(membership, perms)
+        context["can_submit"] = roles.REFERRAL_SUBMIT in perms
     if roles.NETWORK_MANAGE in perms:
         context["network_kpis"] = _network_tile(membership)
     if roles.APPLICATIONS_REVIEW in perms:

@@ -7,8 +7,8 @@ console email. DJANGO_ENV=production refuses insecure defaults.
 from pathlib import Path
 
 import dj_database_url
-from celery.schedules import crontab
 import dj_email_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from partnerhub.env import envbool, envint, envlist, envstr
@@ -239,5 +239,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"},
+                "celery.app.trace": {"level": "WARNING" if not PRODUCTION else "INFO"}},
 }

@@ -15,7 +15,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": os.environ["REDIS_URL"],
-        "KEY_PREFIX": "partnerhub-test",
+        "KEY_PREFIX": f"partnerhub-test-{os.getpid()}",  # parallel runs share one Redis
     }
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.db"

@@ -221,3 +221,62 @@ class TimelineEntry(models.Model):
 
     def __str__(self):
         return f"{self.referral_id} {self.kind} {self.created_at:%Y-%m-%d}"
+
+
+class ImportJobQuerySet(models.QuerySet):
+    def visible_to(self, membership):
+        """Partner members who may submit see their organization's imports; reps (own scope)
+        only the ones they uploaded."""
+        from accounts import roles
+        from accounts.permissions import permissions_of
+
+        if (roles.REFERRAL_SUBMIT not in permissions_of(membership)
+                or membership.organization.kind != roles.PARTNER):
+            return self.none()
+        mine = self.filter(partner_id=membership.organization_id)
+        if membership.role_def.scope == roles.OWN:
+            return mine.filter(created_by_id=membership.user_id)
+        return mine
+
+
+class ImportJob(models.Model):
+    """One uploaded CSV of referrals: validated into a preview, then imported row by row.
+
+    The raw text is kept so that the preview and the import read exactly the same rows.
+    `errors` holds {row, field, message} dicts; `stage` says whether the preview or the import
+    found the problem, and `imported` marks rows that went in but conflict with another
+    partner's registration."""
+
+    VALIDATED, QUEUED, RUNNING, DONE, FAILED = "validated", "queued", "running", "done", "failed"
+    STATUSES = [(VALIDATED, "Checked, waiting for confirmation"), (QUEUED, "Queued"),
+                (RUNNING, "Importing"), (DONE, "Done"), (FAILED, "Failed")]
+
+    public_id = public_id_field()
+    partner = models.ForeignKey(Organization, on_delete=models.CASCADE,
+                                related_name="import_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                   related_name="+")
+    status = models.CharField(max_length=10, choices=STATUSES, default=VALIDATED)
+    file_name = models.CharField(max_length=255)
+    csv_text = models.TextField()
+    total_rows = models.PositiveIntegerField(default=0)
+    valid_rows = models.PositiveIntegerField(default=0)
+    processed_rows = models.PositiveIntegerField(default=0)
+    imported_rows = models.PositiveIntegerField(default=0)
+    failed_rows = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ImportJobQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["partner", "-created_at"]),
+                   models.Index(fields=["partner", "created_by", "-created_at"])]
+
+    def __str__(self):
+        return f"{self.file_name} ({self.total_rows} rows)"
+
+    @property
+    def is_in_progress(self):
+        return self.status in (self.QUEUED, self.RUNNING)

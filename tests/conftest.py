@@ -96,3 +96,21 @@ def world(network):
 @pytest.fixture
 def user_factory(db):
     return UserFactory
+
+
+@pytest.fixture
+def programs(world):
+    """Referral programs in `world`: Acme Cloud runs one (Brightpath and Summit enrolled),
+    Globex another (nobody enrolled); a program in the other network."""
+    from tests.referrals.factories import EnrolmentFactory, ProgramFactory
+
+    acme = ProgramFactory(vendor=world.vendor, name="Acme Partner Program")
+    globex = ProgramFactory(vendor=world.vendor2, name="Globex Program")
+    foreign = ProgramFactory(vendor=world.foreign_vendor, name="Faraway Program")
+    owner = world.member("partner", "owner")
+    EnrolmentFactory(program=acme, partner=world.partner, requested_by=owner.user)
+    EnrolmentFactory(program=acme, partner=world.partner2,
+                     requested_by=world.others["partner2_owner"].user)
+    EnrolmentFactory(program=foreign, partner=world.foreign_partner,
+                     requested_by=world.others["foreign_owner"].user)
+    return {"acme": acme, "globex": globex, "foreign": foreign}

@@ -2,18 +2,29 @@ import json
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.test.utils import override_settings
 
-from accounts.demo import seed
+from accounts import demo as accounts_demo
+from referrals import demo as referrals_demo
 
 
 class Command(BaseCommand):
-    help = "Create (or refresh) the demo network with a login for each of the 14 roles."
+    help = ("Create (or refresh) the demo network: a login for each of the 14 roles, programs, "
+            "enrolments and referrals. Idempotent.")
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="Print the logins as JSON.")
+        parser.add_argument("--scale", type=int, default=0, metavar="N",
+                            help="Also generate N referrals across the demo organizations.")
 
     def handle(self, *args, **options):
-        logins = seed(settings.DEMO_PASSWORD)
+        # The demo's own notifications would flood the console: keep them in memory.
+        with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
+            logins = accounts_demo.seed(settings.DEMO_PASSWORD)
+            referrals_demo.seed()
+        if options["scale"]:
+            made = referrals_demo.seed_scale(options["scale"])
+            self.stderr.write(f"Generated {made} referrals.")
         if options["json"]:
             self.stdout.write(json.dumps([login.__dict__ for login in logins], indent=2))
             return

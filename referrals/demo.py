@@ -1,0 +1,135 @@
+"""Demo programs, enrolments and referrals, made through the services so that timelines,
+audit events and notifications look exactly like real use. Idempotent."""
+
+import random
+from datetime import date, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Membership, Organization
+from referrals import services
+from referrals.models import Enrolment, Program, Referral
+from referrals.normalize import normalize_company_name
+
+PROGRAMS = {
+    "acme-cloud": dict(name="Acme Cloud Partner Program", protection_days=90,
+                       enrolment_requires_approval=False, accepted_currencies=["USD", "EUR"],
+                       terms="Register each opportunity before first contact. Accepted "
+                             "registrations are protected for 90 days; we pay 10% of "
+                             "first-year revenue on closed-won deals."),
+    "globex-analytics": dict(name="Globex Referral Program", protection_days=120,
+                             enrolment_requires_approval=True, accepted_currencies=["EUR"],
+                             required_fields=["estimated_value"],
+                             terms="Referrals must be in the EU. Protection lasts 120 days."),
+}
+ENROLMENTS = [("acme-cloud", "brightpath-consulting", "active"),
+              ("acme-cloud", "summit-integrators", "active"),
+              ("acme-cloud", "keystone-agency", "active"),
+              ("globex-analytics", "brightpath-consulting", "active"),
+              ("globex-analytics", "keystone-agency", "pending")]
+# (partner slug, submitter role, company, website, country, amount, then what happens)
+REFERRALS = [
+    ("brightpath-consulting", "rep", "Initech Inc.", "https://www.initech.com", "US", 4800000,
+     "accept"),
+    ("brightpath-consulting", "rep", "Hooli", "hooli.com", "US", 12500000, "submit"),
+    ("summit-integrators", "rep", "Hooli Corporation", "https://hooli.com", "GB", 9000000,
+     "submit"),  # conflicts with Brightpath's registration
+    ("brightpath-consulting", "manager", "Vandelay Industries", "vandelay.com", "US", 2200000,
+     "reject"),
+    ("keystone-agency", "rep", "Wonka Industries", "wonka.com", "CA", 7600000, "won"),
+    ("brightpath-consulting", "rep", "Stark Logistics", "starklogistics.com", "US", None,
+     "draft"),
+]
+
+
+def _member(slug, role):
+    return (Membership.objects.select_related("organization", "user", "organization__network")
+            .get(organization__slug=slug, role=role))
+
+
+@transaction.atomic
+def seed() -> None:
+    vendors = {o.slug: o for o in Organization.objects.filter(slug__in=PROGRAMS)}
+    programs = {}
+    for slug, spec in PROGRAMS.items():
+        programs[slug], _ = Program.objects.update_or_create(
+            vendor=vendors[slug], name=spec["name"],
+            defaults={**spec, "status": Program.ACTIVE})
+    for program_slug, partner_slug, status in ENROLMENTS:
+        owner = _member(partner_slug, "owner")
+        Enrolment.objects.update_or_create(
+            program=programs[program_slug], partner=owner.organization,
+            defaults={"status": status, "requested_by": owner.user,
+                      "decided_at": timezone.now() if status == "active" else None})
+    acme = programs["acme-cloud"]
+    if Referral.objects.filter(program__in=programs.values()).exists():
+        return
+    vendor_admin = _member("acme-cloud", "partnerships")
+    for slug, role, company, website, country, amount, fate in REFERRALS:
+        actor = _member(slug, role)
+        data = services.ReferralData(
+            company_name=company, website=website, country=country,
+            contact_name="Jordan Example", contact_email=f"jordan@{website.split('//')[-1]}"
+            .replace("www.", ""), contact_title="VP Operations",
+            amount_minor=amount, currency="USD" if amount else "",
+            expected_close=(date.today().replace(day=1) + timedelta(days=62)).replace(day=1),
+            notes="Met at the spring summit; evaluating vendors this quarter.")
+        if fate == "draft":
+            services.save_draft(actor, acme, data)
+            continue
+        referral = services.submit_referral(actor, acme, data)
+        if fate in ("accept", "won"):
+            services.accept_referral(vendor_admin, referral)
+            services.post_message(vendor_admin, referral,
+                                  "Thanks! Our AE will reach out this week.")
+        if fate == "won":
+            services.close_referral(vendor_admin, referral, Referral.WON)
+        if fate == "reject":
+            services.reject_referral(vendor_admin, referral, "existing_customer",
+                                     "They signed with us last year.")
+
+
+STATUS_MIX = [(Referral.SUBMITTED, 30), (Referral.ACCEPTED, 30), (Referral.REJECTED, 10),
+              (Referral.WON, 10), (Referral.LOST, 8), (Referral.EXPIRED, 7),
+              (Referral.WITHDRAWN, 5)]
+WORDS = ("north blue acme prime delta nova apex summit vertex orbit lumen pixel quantum solar "
+         "river harbor cedar maple atlas zenith crest falcon beacon matrix vector").split()
+SUFFIXES = ["Inc", "LLC", "GmbH", "Ltd", "Corp", "SA", "BV", ""]
+
+
+def seed_scale(count: int, *, batch: int = 5000, seed: int = 7) -> int:
+    """Bulk-generate `count` referrals across the demo organizations (for benchmarks)."""
+    rng = random.Random(seed)
+    enrolments = list(Enrolment.objects.filter(status="active")
+                      .select_related("program", "partner"))
+    submitters = {m.organization_id: m.user_id for m in Membership.objects.filter(
+        organization__in=[e.partner for e in enrolments], role="rep")}
+    statuses = [s for s, w in STATUS_MIX for _ in range(w)]
+    now = timezone.now()
+    made = 0
+    start = Referral.objects.count()
+    while made < count:
+        rows = []
+        for i in range(min(batch, count - made)):
+            n = start + made + i
+            e = rng.choice(enrolments)
+            name = f"{rng.choice(WORDS).title()} {rng.choice(WORDS).title()} {n}"
+            company = f"{name} {rng.choice(SUFFIXES)}".strip()
+            domain = f"{name.lower().replace(' ', '')}.com"
+            status = rng.choice(statuses)
+            submitted = now - timedelta(days=rng.randint(0, 720), minutes=rng.randint(0, 1440))
+            rows.append(Referral(
+                network_id=e.partner.network_id, program=e.program, vendor_id=e.program.vendor_id,
+                partner=e.partner, submitted_by_id=submitters.get(e.partner_id), status=status,
+                company_name=company, website=f"https://{domain}", domain=domain,
+                normalized_name=normalize_company_name(company), country="US",
+                contact_name="Sam Example", contact_email=f"sam@{domain}",
+                amount_minor=rng.randint(5, 500) * 100000, currency="USD",
+                submitted_at=submitted, created_at=submitted,
+                decided_at=submitted + timedelta(days=2) if status != "submitted" else None,
+                protected_until=(submitted + timedelta(days=e.program.protection_days)
+                                 if status == "accepted" else None)))
+        Referral.objects.bulk_create(rows, batch_size=batch)
+        made += len(rows)
+    return made
