@@ -131,7 +131,7 @@ def test_partner_refers_vendor_accepts_and_partner_sees_it(page: Page, desk: Des
     row = page.get_by_role("row").filter(has_text=PROGRAM)
     expect(row.get_by_text("Enrolled", exact=True)).to_be_visible()
     row.get_by_role("link", name=PROGRAM).click()
-    expect(page.get_by_text("Your organization is enrolled.")).to_be_visible()
+    expect(page.get_by_role("heading", name=PROGRAM, level=1)).to_be_visible()
     page.get_by_role("link", name="Refer a customer").click()
 
     expect(page.get_by_role("heading", name="Refer a customer", level=1)).to_be_visible()
