@@ -20,6 +20,7 @@ KINDS = [
     ("referral_expired", "A registration expired"),
     ("enrolment_requested", "A partner asks to join our program"),
     ("enrolment_decided", "A vendor decides on our enrolment"),
+    ("crm_connection_error", "Our CRM connection stops working"),
 ]
 KIND_LABELS = dict(KINDS)
 

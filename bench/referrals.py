@@ -40,8 +40,8 @@ def parse_args():
     parser.add_argument("--runs", type=int, default=50, help="timed runs per scenario")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs per scenario")
     parser.add_argument("--only", default="", help="run only scenarios containing this text")
-    parser.add_argument("--sql", action="store_true",
-                        help="print the SQL of each scenario's slowest query")
+    parser.add_argument("--explain", action="store_true",
+                        help="print EXPLAIN ANALYZE of each scenario's slowest query")
     parser.add_argument("--force", action="store_true",
                         help="allow a database whose name does not contain 'bench'")
     return parser.parse_args()
@@ -112,26 +112,29 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def measure(name, call, runs, warmup, show_sql):
+def measure(name, call, runs, warmup, explain):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     for _ in range(warmup):
         call()
-    with CaptureQueriesContext(connection) as ctx:
-        call()
-    queries = len(ctx.captured_queries)
-    samples = []
+    samples, sql_ms = [], []
     for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
-    if show_sql:
+        with CaptureQueriesContext(connection) as ctx:
+            started = time.perf_counter()
+            call()
+            samples.append((time.perf_counter() - started) * 1000)
+        sql_ms.append(sum(float(q["time"]) for q in ctx.captured_queries) * 1000)
+    if explain:
         slowest = max(ctx.captured_queries, key=lambda q: float(q["time"]))
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + slowest["sql"])
+            plan = "\n".join(row[0] for row in cursor.fetchall())
         print(f"\n-- {name}: slowest query ({float(slowest['time']) * 1000:.1f} ms)\n"
-              f"{slowest['sql']}\n", file=sys.stderr)
+              f"{slowest['sql']}\n{plan}\n", file=sys.stderr)
     return dict(name=name, runs=runs, p50=statistics.median(samples),
-                p95=percentile(samples, 95), queries=queries)
+                p95=percentile(samples, 95), sql=statistics.median(sql_ms),
+                queries=len(ctx.captured_queries))
 
 
 def http_scenarios(scale):
@@ -230,7 +233,7 @@ def main():
     for name, call in scenarios:
         if args.only and args.only not in name:
             continue
-        results.append(measure(name, call, args.runs, args.warmup, args.sql))
+        results.append(measure(name, call, args.runs, args.warmup, args.explain))
         print(f"  {name}: done", file=sys.stderr)
 
     from referrals.models import Referral
@@ -238,13 +241,14 @@ def main():
     version = connection.cursor().connection.info.server_version
     print(f"\n{Referral.objects.count()} referrals, PostgreSQL "
           f"{version // 10000}.{version % 10000}, {os.cpu_count()} CPUs, "
-          f"{args.runs} runs after {args.warmup} warm-up runs\n")
+          f"{args.runs} runs after {args.warmup} warm-up runs, load average "
+          f"{os.getloadavg()[0]:.1f} at the end\n")
     width = max(len(r["name"]) for r in results)
-    print(f"| {'scenario':<{width}} | runs | p50 ms | p95 ms | queries |")
-    print(f"|{'-' * (width + 2)}|-----:|-------:|-------:|--------:|")
+    print(f"| {'scenario':<{width}} | runs | p50 ms | p95 ms | queries | SQL p50 ms |")
+    print(f"|{'-' * (width + 2)}|-----:|-------:|-------:|--------:|-----------:|")
     for r in results:
         print(f"| {r['name']:<{width}} | {r['runs']:>4} | {r['p50']:>6.1f} | {r['p95']:>6.1f} "
-              f"| {r['queries']:>7} |")
+              f"| {r['queries']:>7} | {r['sql']:>10.1f} |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ NAV = [
     ("User lookup", "accounts:user_lookup", roles.USERS_LOOKUP),
     ("Audit log", "accounts:audit_log", roles.AUDIT_VIEW),
     ("Team", "accounts:team", roles.MEMBERS_VIEW),
+    ("CRM", "integrations:connection", roles.CRM_MANAGE),
     ("Network settings", "accounts:network_settings", roles.NETWORK_MANAGE),
 ]
 

@@ -178,6 +178,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "referrals.tasks.daily_protection_job",
         "schedule": crontab(hour=6, minute=0),
     },
+    "crm-push-safety-net": {"task": "integrations.tasks.push_due", "schedule": 60},
+    "crm-poll": {"task": "integrations.tasks.poll_all", "schedule": 5 * 60},
 }
 
 # --- Email -----------------------------------------------------------------------------

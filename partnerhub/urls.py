@@ -27,5 +27,6 @@ urlpatterns = [
         template_name="accounts/password_reset_complete.html"), name="password_reset_complete"),
     path("", include("accounts.urls")),
     path("", include("referrals.urls")),
+    path("", include("integrations.urls")),
     path("django-admin/", admin.site.urls),
 ]

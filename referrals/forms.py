@@ -179,8 +179,10 @@ class ReferralFilterForm(forms.Form):
     max_value = forms.DecimalField(required=False, min_value=0, label="to")
     sort = forms.ChoiceField(required=False, choices=SORTS)
 
-    def __init__(self, *args, counterpart_label, counterparts, **kwargs):
+    def __init__(self, *args, counterpart_label, counterparts, triage=False, **kwargs):
         super().__init__(*args, **kwargs)
+        default = "Conflicts first, oldest first" if triage else "Latest first"
+        self.fields["sort"].choices = [("", default)] + SORTS
         self.fields["counterpart"].label = counterpart_label
         self.fields["counterpart"].choices = [("", f"Any {counterpart_label.lower()}")] + [
             (str(o.public_id), o.name) for o in counterparts]

@@ -175,10 +175,10 @@ def check_row(number: int, values: dict, programs, by_key) -> CheckedRow:
     """One row's fields, the same rules as the browser form, plus the program's rules."""
     row = CheckedRow(number=number, values=values)
     _check_program(row, values.get("program", ""), programs, by_key)
-    for name, limit in MAX_LENGTHS.items():
-        if len(values.get(name, "")) > limit:
-            row.error(name, f"At most {limit} characters.")
-    if row.errors and any(e["field"] in MAX_LENGTHS for e in row.errors):
+    too_long = [name for name, limit in MAX_LENGTHS.items() if len(values.get(name, "")) > limit]
+    for name in too_long:
+        row.error(name, f"At most {MAX_LENGTHS[name]} characters.")
+    if too_long:
         return row
     website = _cleaned(row, "website", validation.clean_website)
     country = _cleaned(row, "country", validation.clean_country)
@@ -373,16 +373,14 @@ def process_import(job_id: int) -> bool:
     except Exception as exc:
         message = exc.message if isinstance(exc, ServiceError) else \
             "The import stopped unexpectedly. The rows counted as imported are saved."
-        errors.append({"row": HEADER_ROW, "field": "", "message": message, "stage": "import"})
-        _save_progress(job, status=ImportJob.FAILED, finished_at=timezone.now(),
-                       errors=errors, **counts)
         if not isinstance(exc, ServiceError):
             logger.exception("import job %s failed", job_id)
-        return True
-    _save_progress(job, status=ImportJob.DONE, finished_at=timezone.now(), errors=errors,
-                   **counts)
-    job.refresh_from_db()
+        errors.append({"row": HEADER_ROW, "field": "", "message": message, "stage": "import"})
+        status = ImportJob.FAILED
+    else:
+        status = ImportJob.DONE
+    _save_progress(job, status=status, finished_at=timezone.now(), errors=errors, **counts)
     audit.record("referral.import_completed", job, actor=actor, after={
-        "file_name": job.file_name, "total_rows": job.total_rows,
+        "status": status, "file_name": job.file_name, "total_rows": job.total_rows,
         "valid_rows": job.valid_rows, **counts}, network_id=job.partner.network_id)
     return True

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from referrals.views import detail, lists, programs, submit
+from referrals.views import detail, imports, lists, programs, submit
 
 app_name = "referrals"
 
@@ -25,4 +25,11 @@ urlpatterns = [
     path("programs/<uuid:public_id>/enrol/", programs.program_enrol, name="program_enrol"),
     path("enrolments/<uuid:public_id>/decide/", programs.enrolment_decide,
          name="enrolment_decide"),
+    path("referrals/import/", imports.import_upload, name="import_upload"),
+    path("referrals/import/template.csv", imports.import_template, name="import_template"),
+    path("referrals/import/<uuid:public_id>/", imports.import_detail, name="import_detail"),
+    path("referrals/import/<uuid:public_id>/confirm/", imports.import_confirm,
+         name="import_confirm"),
+    path("referrals/import/<uuid:public_id>/progress/", imports.import_progress,
+         name="import_progress"),
 ]

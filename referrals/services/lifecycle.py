@@ -147,6 +147,7 @@ def submit_referral(actor: Membership, program: Program, data: ReferralData,
                       extra={"conflict": referral.conflict})
     Organization.objects.filter(pk=actor.organization_id, first_referral_at__isnull=True) \
         .update(first_referral_at=referral.submitted_at)
+    _push_to_crm(referral, "submitted")
     notify_vendor_deciders(
         referral, "referral_submitted",
         f"New referral from {referral.partner.name}: {referral.company_name}",
@@ -216,6 +217,18 @@ def withdraw_referral(actor: Membership, referral: Referral, reason: str = "") -
 
 
 def _accept(referral, actor) -> None:
+    if referral.status == Referral.SUBMITTED:
+        conflicts.lock_vendor(referral.vendor_id)
+        check = conflicts.check_conflicts(
+            vendor_id=referral.vendor_id, domain=referral.domain,
+            normalized_name=referral.normalized_name,
+            threshold=referral.program.fuzzy_threshold, exclude_pk=referral.pk)
+        held = [m.referral for m in check.matches if m.referral.status == Referral.ACCEPTED]
+        if held:
+            raise ServiceError(
+                "Another registration of this account is already accepted (protected until "
+                f"{held[0].protected_until:%-d %B %Y}). Reject this one, or withdraw the "
+                "other first: one account is protected for one partner at a time.")
     from_status = _move(referral, Referral.ACCEPTED)
     now = timezone.now()
     referral.decided_at = now
@@ -223,6 +236,7 @@ def _accept(referral, actor) -> None:
     referral.save(update_fields=["status", "decided_at", "protected_until", "updated_at"])
     record_transition(referral, actor, from_status,
                       extra={"protected_until": referral.protected_until.isoformat()})
+    _push_to_crm(referral, "accepted")
     notify_submitter(referral, "referral_accepted",
                      f"{referral.vendor.name} accepted {referral.company_name}",
                      f"The account is protected for you until "
@@ -320,6 +334,25 @@ def close_referral(actor: Membership, referral: Referral, outcome: str) -> Refer
     referral.save(update_fields=["status", "closed_at", "updated_at"])
     record_transition(referral, actor, from_status)
     return referral
+
+
+def apply_crm_outcome(referral: Referral, outcome: str, source: str) -> bool:
+    """The CRM says the deal closed: move an accepted referral to won or lost (the system
+    acts; the timeline names the source). Anything else is left for attribution to judge."""
+    referral = _lock(referral)
+    if referral.status != Referral.ACCEPTED or outcome not in (Referral.WON, Referral.LOST):
+        return False
+    from_status = _move(referral, outcome)
+    referral.closed_at = timezone.now()
+    referral.save(update_fields=["status", "closed_at", "updated_at"])
+    record_transition(referral, None, from_status, body=f"From the CRM: {source}.")
+    return True
+
+
+def _push_to_crm(referral: Referral, event: str) -> None:
+    from integrations.sync import enqueue_push
+
+    enqueue_push(referral, event)
 
 
 def warn_expiring_registrations(now=None) -> int:

@@ -44,10 +44,10 @@ def _counterparts(membership):
 def filtered_referrals(request):
     membership = request.membership
     label, counterparts = _counterparts(membership)
-    form = ReferralFilterForm(request.GET or None, counterpart_label=label,
-                              counterparts=counterparts)
-    queryset = Referral.objects.visible_to(membership)
     is_vendor = membership.organization.kind == roles.VENDOR
+    form = ReferralFilterForm(request.GET or None, counterpart_label=label,
+                              counterparts=counterparts, triage=is_vendor)
+    queryset = Referral.objects.visible_to(membership)
     sort = "-created_at" if not is_vendor else None
     if form.is_bound and not form.is_valid():
         return form, queryset.none()  # an unreadable filter never widens the list

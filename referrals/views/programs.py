@@ -43,7 +43,8 @@ def program_detail(request, public_id):
     program = get_object_for(membership, _programs(membership), public_id)
     may_manage = can(membership, roles.PROGRAM_MANAGE, program)
     context = {"program": program, "may_manage": may_manage,
-               "may_enrol": can(membership, roles.PROGRAM_ENROL, program)}
+               "may_enrol": can(membership, roles.PROGRAM_ENROL, program),
+               "is_partner": membership.organization.kind == roles.PARTNER}
     if membership.organization.kind == roles.PARTNER:
         context["enrolment"] = Enrolment.objects.visible_to(membership).filter(
             program=program).first()

@@ -9,7 +9,7 @@ from accounts.errors import ServiceError
 from referrals import services
 from referrals.forms import ReferralForm
 from referrals.models import Program, Referral
-from referrals.services.lifecycle import EDITABLE, ConflictBlocked, conflict_notice
+from referrals.services.lifecycle import EDITABLE, ConflictBlocked
 from referrals.views.detail import get_referral
 
 
@@ -39,12 +39,10 @@ def _handle(request, form, referral=None):
             messages.success(request, "Changes saved.")
         else:
             referral = services.submit_referral(membership, program, data, draft=referral)
-            notice = conflict_notice(referral)
-            if notice:
-                messages.warning(request, notice)
-            else:
-                messages.success(request, f"{referral.company_name} is registered with "
-                                          f"{referral.vendor.name}.")
+            # A conflict is explained on the referral page itself, once.
+            verb = "is submitted to" if referral.conflict else "is registered with"
+            messages.success(request, f"{referral.company_name} {verb} "
+                                      f"{referral.vendor.name}.")
     except ConflictBlocked as exc:
         form.add_error(None, exc.message)
         form.existing = exc.existing

@@ -1,0 +1,40 @@
+"""Deal snapshots in, attribution out.
+
+`record_snapshot` stores one observed deal state (once per CRM version), moves the referral to
+won/lost when the deal closes, and hands won deals to the attribution engine.
+"""
+
+from django.db import IntegrityError, transaction
+
+from attribution.models import DealSnapshot
+
+
+def attribute_deal(snapshot: DealSnapshot) -> None:
+    """The attribution entry point. The attribution engine fills this in; until then a won
+    deal is recorded and nothing more happens."""
+    return None
+
+
+@transaction.atomic
+def record_snapshot(*, vendor_id: int, provider: str, change, referral, outcome: str):
+    """Store the change unless this exact version is already known. Returns the snapshot, or
+    None for a duplicate (a replayed webhook or an overlapping poll)."""
+    try:
+        with transaction.atomic():
+            snapshot = DealSnapshot.objects.create(
+                vendor_id=vendor_id, provider=provider,
+                external_deal_id=change.external_deal_id, version=change.version,
+                referral=referral, account_domain=change.account_domain,
+                account_name=change.account_name[:200], amount_minor=change.amount_minor,
+                currency=change.currency, stage=change.stage, outcome=outcome,
+                deal_created_at=change.deal_created_at, closed_at=change.closed_at,
+                raw=change.raw)
+    except IntegrityError:
+        return None
+    if referral is not None and outcome in (DealSnapshot.WON, DealSnapshot.LOST):
+        from referrals.services import apply_crm_outcome
+
+        apply_crm_outcome(referral, outcome, source=f"{provider} deal {change.external_deal_id}")
+    if outcome == DealSnapshot.WON:
+        transaction.on_commit(lambda: attribute_deal(snapshot))
+    return snapshot

@@ -1,0 +1,140 @@
+"""Managing a vendor's CRM connection: connect, test, map stages, disable, retry syncs."""
+
+import secrets
+
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import audit, roles
+from accounts.errors import ServiceError
+from accounts.models import Membership
+from accounts.notifications import notify
+from accounts.services.guards import require
+from integrations.models import CrmConnection, SyncRecord
+from integrations.providers.base import CrmError
+from integrations.registry import connector_for
+from referrals.services.events import members_with
+
+OBJECT_MODES = {
+    CrmConnection.HUBSPOT: [("company_contact_deal", "Company, contact and deal")],
+    CrmConnection.SALESFORCE: [("lead", "A lead"),
+                               ("account_contact_opportunity",
+                                "Account, contact and opportunity")],
+    CrmConnection.PIPEDRIVE: [("deal", "Organization, person and deal"), ("lead", "A lead")],
+    CrmConnection.BUILTIN: [("deal", "A deal in the built-in pipeline")],
+}
+BUILTIN_STAGES = {"new": "New", "qualified": "Qualified", "proposal": "Proposal",
+                  "won": "Closed won", "lost": "Closed lost"}
+
+
+@transaction.atomic
+def connect(actor: Membership, *, provider: str, credentials: dict, base_url: str = "",
+            object_mode: str = "", referral_id_field: str = "",
+            push_on: str = "accepted") -> CrmConnection:
+    """Create the vendor's connection; a previous live connection is disabled."""
+    vendor = actor.organization
+    require(actor, roles.CRM_MANAGE, vendor)
+    if vendor.kind != roles.VENDOR:
+        raise ServiceError("Only vendors connect a CRM.")
+    modes = dict(OBJECT_MODES.get(provider, []))
+    if not modes:
+        raise ServiceError("Choose a CRM.", field="provider")
+    object_mode = object_mode or next(iter(modes))
+    if object_mode not in modes:
+        raise ServiceError("Choose what to create in the CRM.", field="object_mode")
+    for old in CrmConnection.objects.select_for_update().filter(vendor=vendor).live():
+        old.status = CrmConnection.DISABLED
+        old.save(update_fields=["status"])
+        audit.record("crm.disconnected", old, actor=actor, after={"replaced": True})
+    connection = CrmConnection(
+        vendor=vendor, provider=provider, base_url=base_url.strip(), object_mode=object_mode,
+        referral_id_field=referral_id_field.strip() or "partnerhub_referral_id",
+        push_on=push_on, webhook_token=secrets.token_urlsafe(24), created_by=actor.user)
+    connection.credentials = credentials
+    if provider == CrmConnection.BUILTIN:
+        connection.stage_labels = BUILTIN_STAGES
+        connection.stage_mapping = {"won": "won", "lost": "lost"}
+        connection.pipeline_id = "builtin"
+    connection.save()
+    # Credentials never enter the audit log: only which fields were set.
+    audit.record("crm.connected", connection, actor=actor, after={
+        "provider": provider, "object_mode": object_mode, "base_url": connection.base_url,
+        "credential_fields": sorted(credentials)})
+    return connection
+
+
+def test_connection(actor: Membership, connection: CrmConnection) -> str:
+    require(actor, roles.CRM_MANAGE, connection)
+    try:
+        description = connector_for(connection).test_connection()
+    except CrmError as exc:
+        if exc.auth:
+            mark_connection_error(connection, exc.message)
+        raise ServiceError(f"The CRM answered: {exc.message}") from None
+    CrmConnection.objects.filter(pk=connection.pk).update(
+        status=CrmConnection.ACTIVE, last_error="", last_success_at=timezone.now())
+    return description
+
+
+@transaction.atomic
+def save_mapping(actor: Membership, connection: CrmConnection, *, pipeline_id: str,
+                 stage_mapping: dict, stage_labels: dict, owner_mapping: dict) -> CrmConnection:
+    require(actor, roles.CRM_MANAGE, connection)
+    bad = {v for v in stage_mapping.values()} - {"open", "won", "lost"}
+    if bad:
+        raise ServiceError("Each stage means open, won or lost.")
+    if "won" not in stage_mapping.values():
+        raise ServiceError("Mark at least one stage as won, so closed deals come back.")
+    connection = CrmConnection.objects.select_for_update().get(pk=connection.pk)
+    before = {"pipeline_id": connection.pipeline_id, "stage_mapping": connection.stage_mapping}
+    connection.pipeline_id = pipeline_id
+    connection.stage_mapping = {str(k): v for k, v in stage_mapping.items()}
+    connection.stage_labels = {str(k): v for k, v in stage_labels.items()}
+    connection.owner_mapping = owner_mapping
+    connection.save(update_fields=["pipeline_id", "stage_mapping", "stage_labels",
+                                   "owner_mapping"])
+    audit.record("crm.mapping_changed", connection, actor=actor, before=before,
+                 after={"pipeline_id": pipeline_id, "stage_mapping": connection.stage_mapping})
+    return connection
+
+
+@transaction.atomic
+def disable(actor: Membership, connection: CrmConnection) -> None:
+    require(actor, roles.CRM_MANAGE, connection)
+    CrmConnection.objects.filter(pk=connection.pk).update(status=CrmConnection.DISABLED)
+    audit.record("crm.disconnected", connection, actor=actor)
+
+
+@transaction.atomic
+def retry_sync(actor: Membership, record: SyncRecord) -> SyncRecord:
+    require(actor, roles.CRM_MANAGE, record.connection)
+    record = SyncRecord.objects.select_for_update().get(pk=record.pk)
+    if record.status in (SyncRecord.PENDING, SyncRecord.RUNNING):
+        raise ServiceError("This referral is already queued for the CRM.")
+    record.status, record.attempts = SyncRecord.PENDING, 0
+    record.next_attempt_at, record.last_error = timezone.now(), ""
+    record.save(update_fields=["status", "attempts", "next_attempt_at", "last_error",
+                               "updated_at"])
+    audit.record("crm.sync_retried", record.referral, actor=actor)
+    from integrations.sync import _kick_after_commit
+
+    _kick_after_commit(record.connection_id)
+    return record
+
+
+def mark_connection_error(connection: CrmConnection, message: str) -> None:
+    """Authentication failed: stop treating the connection as healthy and tell the vendor's
+    admins (once per incident, not once per failed row)."""
+    with transaction.atomic():
+        changed = CrmConnection.objects.filter(pk=connection.pk,
+                                               status=CrmConnection.ACTIVE).update(
+            status=CrmConnection.ERROR, last_error=message[:2000],
+            last_error_at=timezone.now())
+        if not changed:
+            return
+        notify(members_with(connection.vendor_id, roles.VENDOR, roles.CRM_MANAGE),
+               "crm_connection_error", network_id=connection.vendor.network_id,
+               title=f"{connection.get_provider_display()} rejected our credentials",
+               body=f"The CRM answered: {message}\nReferrals wait until you reconnect.",
+               url=reverse("integrations:connection"))
