@@ -44,6 +44,7 @@ class ConnectForm(forms.Form):
     referral_id_help = ""
 
     base_url = forms.URLField(
+        assume_scheme="https",
         required=False, label="API base URL",
         help_text="Leave blank for the provider's own API. Set it for a sandbox or a proxy.")
     object_mode = forms.ChoiceField(label="What to create in the CRM")
@@ -132,7 +133,7 @@ class SalesforceForm(ConnectForm):
     custom_domain = forms.CharField(
         required=False, max_length=200, label="My Domain",
         help_text="For example <code>acme.my</code> (for acme.my.salesforce.com).")
-    instance_url = forms.URLField(required=False, label="Instance URL")
+    instance_url = forms.URLField(required=False, label="Instance URL", assume_scheme="https")
     session_id = _secret("Session id")
 
     # Which credentials each sign-in method stores.

@@ -33,8 +33,9 @@ def ingest_change(connection: CrmConnection, change):
 
 
 def poll_connection(connection_id: int) -> int:
-    """Fetch changes since the stored cursor and advance it. Each change is committed with
-    the cursor that covers it, so a crash mid-way resumes where it stopped."""
+    """Fetch changes since the stored cursor, record them, then advance the cursor. A crash
+    before the cursor moves re-reads the same changes next time; snapshots are stored once
+    per deal version, so that costs nothing but the reads."""
     connection = CrmConnection.objects.select_related("vendor").get(pk=connection_id)
     if connection.status == CrmConnection.DISABLED:
         return 0

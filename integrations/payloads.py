@@ -3,7 +3,8 @@ from partnerhub.money import from_minor
 from referrals.models import Referral
 
 
-def payload_for(referral: Referral, connection) -> ReferralPayload:
+def payload_for(referral: Referral, connection, external_ids: dict | None = None
+                ) -> ReferralPayload:
     first, _, last = (referral.contact_name or "").strip().partition(" ")
     assignee = next(iter(referral.assignments.all()), None)
     owner = connection.owner_mapping.get(assignee.user.email, "") if assignee else ""
@@ -26,4 +27,5 @@ def payload_for(referral: Referral, connection) -> ReferralPayload:
         partner_name=referral.partner.name,
         deal_name=f"{referral.company_name} (referred by {referral.partner.name})",
         owner_id=str(owner),
+        external_ids=dict(external_ids or {}),
     )

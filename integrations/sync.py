@@ -113,7 +113,8 @@ def _push_batch(connection, connector, batch, summary) -> None:
         pk__in=[r.pk for r in batch]).select_related("referral", "referral__partner")
         .prefetch_related("referral__assignments__user")}
     attempts = {r.pk: r.attempts for r in batch}
-    payloads = [payload_for(r.referral, connection) for r in referrals.values()]
+    payloads = [payload_for(r.referral, connection, r.external_ids)
+                for r in referrals.values()]
     try:
         results = connector.push(payloads)
     except CrmError as exc:

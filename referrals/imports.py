@@ -15,23 +15,25 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts import audit, roles
 from accounts.errors import ServiceError
 from accounts.models import Membership
+from accounts.notifications import notify
 from accounts.permissions import can
 from accounts.services.guards import require
 from referrals import validation
-from referrals.models import ImportJob, Referral
+from referrals.models import ImportJob, Program, Referral
 from referrals.normalize import normalize_company_name, normalize_domain
+from referrals.services.events import members_with
 from referrals.services.lifecycle import (
     ConflictBlocked,
     ReferralData,
     conflict_notice,
     submit_referral,
 )
-from referrals.views.submit import enrolled_programs
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +252,7 @@ def _flag_duplicates_and_conflicts(actor, rows: list[CheckedRow]) -> None:
 
 
 def check_rows(actor: Membership, parsed: ParsedFile) -> list[CheckedRow]:
-    programs = enrolled_programs(actor)
+    programs = Program.objects.enrolled_for(actor)
     by_key = _program_lookup(programs)
     rows = []
     for number, values in parsed.rows:
@@ -331,6 +333,17 @@ def _save_progress(job: ImportJob, **fields) -> None:
     ImportJob.objects.filter(pk=job.pk).update(**fields)
 
 
+def _notify_vendors(job: ImportJob, per_vendor: dict[int, int]) -> None:
+    """One summary per vendor instead of a notification per imported row."""
+    for vendor_id, count in per_vendor.items():
+        users = members_with(vendor_id, roles.VENDOR, roles.REFERRAL_ACCEPT)
+        notify(users, "referral_submitted", network_id=job.partner.network_id,
+               title=f"{job.partner.name} submitted {count} referral"
+                     f"{'s' if count != 1 else ''} by import",
+               url=reverse("referrals:list") + f"?status=submitted&counterpart="
+                   f"{job.partner.public_id}")
+
+
 def process_import(job_id: int) -> bool:
     """Import a queued job's valid rows. Returns False when the job was not queued (already
     claimed by another run, or done), which makes retries harmless."""
@@ -341,6 +354,7 @@ def process_import(job_id: int) -> bool:
     job = ImportJob.objects.select_related("partner").get(pk=job_id)
     errors = list(job.errors)
     counts = {"processed_rows": 0, "imported_rows": 0, "failed_rows": 0}
+    per_vendor: dict[int, int] = {}
     actor = _actor_for(job)
     try:
         if actor is None:
@@ -355,13 +369,15 @@ def process_import(job_id: int) -> bool:
                 counts["failed_rows"] += 1
             else:
                 try:
-                    referral = submit_referral(actor, row.program, row.data)
+                    referral = submit_referral(actor, row.program, row.data,
+                                               notify_vendor=False)
                 except ConflictBlocked as exc:
                     row.error("conflict", exc.message, conflict=True)
                 except ServiceError as exc:
                     row.error(exc.field or "", exc.message)
                 else:
                     counts["imported_rows"] += 1
+                    per_vendor[referral.vendor_id] = per_vendor.get(referral.vendor_id, 0) + 1
                     if referral.conflict:
                         row.error("conflict", conflict_notice(referral), conflict=True,
                                   imported=True)
@@ -380,6 +396,7 @@ def process_import(job_id: int) -> bool:
     else:
         status = ImportJob.DONE
     _save_progress(job, status=status, finished_at=timezone.now(), errors=errors, **counts)
+    _notify_vendors(job, per_vendor)
     audit.record("referral.import_completed", job, actor=actor, after={
         "status": status, "file_name": job.file_name, "total_rows": job.total_rows,
         "valid_rows": job.valid_rows, **counts}, network_id=job.partner.network_id)

@@ -38,6 +38,14 @@ class ProgramQuerySet(models.QuerySet):
     def open_for_referrals(self):
         return self.filter(status="active", vendor__status="active")
 
+    def enrolled_for(self, membership) -> list:
+        """The open programs the member's organization may refer to, vendor first."""
+        return list(
+            self.visible_to(membership).open_for_referrals()
+            .filter(enrolments__partner_id=membership.organization_id,
+                    enrolments__status="active")
+            .select_related("vendor").order_by("vendor__name", "name"))
+
 
 class EnrolmentQuerySet(models.QuerySet):
     def visible_to(self, membership):

@@ -33,15 +33,16 @@ MAX_POLL_PAGES = 20  # per poll; the cursor carries on from there next time
 # Pipedrive closes a deal by its status, not by a stage: these pseudo-stages stand for a deal
 # marked won or lost, so the vendor can map them like any stage.
 WON, LOST = "won", "lost"
+# Burst limits per API token (rolling 2 s window): 20 requests on the smallest plan, and 10 for
+# search endpoints on every plan. A push makes at most 3 searches and 3 writes (plus, once per
+# run, a stage list and the company lookup), so 3 pushes per 2 s stay within both.
+RATE_LIMIT = (3, 2)
 
 
 class PipedriveConnector(Connector):
     provider = "pipedrive"
     batch_size = 1  # the API has no batch create or upsert
-    # Burst limits per API token (rolling 2 s window): 20 requests on the smallest plan, and
-    # 10 for search endpoints on every plan. A push makes at most 3 searches and 3 writes (plus,
-    # once per run, a stage list and the company lookup), so 3 pushes per 2 s stay within both.
-    rate_limit = (3, 2)
+    rate_limit = RATE_LIMIT
 
     def __init__(self, connection):
         super().__init__(connection)
@@ -120,7 +121,7 @@ class PipedriveConnector(Connector):
         if not self.connection.pipeline_id:
             return None
         if self._stages is None:
-            self._stages = self._stages_of(int(self.connection.pipeline_id))
+            self._stages = self._stages_of(_int_id(self.connection.pipeline_id, "Pipeline"))
         for stage in self._stages:
             if self.connection.outcome_for_stage(str(stage["id"])) == "open":
                 return stage["id"]
@@ -173,12 +174,12 @@ class PipedriveConnector(Connector):
                     "custom_fields": {self.connection.referral_id_field: p.referral_id},
                     **_deal_update(p)}
             if self.connection.pipeline_id:
-                body["pipeline_id"] = int(self.connection.pipeline_id)
+                body["pipeline_id"] = _int_id(self.connection.pipeline_id, "Pipeline")
                 stage_id = self._first_open_stage()
                 if stage_id is not None:
                     body["stage_id"] = stage_id
             if p.owner_id:
-                body["owner_id"] = int(p.owner_id)
+                body["owner_id"] = _int_id(p.owner_id, "Owner")
             deal = self._call("POST", "/api/v2/deals", body=_without_none(body))["data"]
             deal_id = deal["id"]
             ids = {"organization": _str(org_id), "person": _str(person_id), "deal": str(deal_id)}
@@ -203,7 +204,7 @@ class PipedriveConnector(Connector):
             body = {"title": p.deal_name[:255], "organization_id": org_id,
                     "person_id": person_id, field: p.referral_id, **_lead_update(p)}
             if p.owner_id:
-                body["owner_id"] = int(p.owner_id)
+                body["owner_id"] = _int_id(p.owner_id, "Owner")
             lead = self._call("POST", "/api/v1/leads", body=_without_none(body))["data"]
             lead_id = lead["id"]
             ids = {"organization": _str(org_id), "person": _str(person_id), "lead": str(lead_id)}
@@ -276,7 +277,8 @@ class PipedriveConnector(Connector):
         return changes, new_cursor
 
     def deal(self, external_deal_id: str) -> DealChange:
-        return self.change_from(self._call("GET", f"/api/v2/deals/{int(external_deal_id)}")["data"])
+        deal_id = _int_id(external_deal_id, "Deal")
+        return self.change_from(self._call("GET", f"/api/v2/deals/{deal_id}")["data"])
 
     def change_from(self, deal: dict) -> DealChange:
         return deal_change(deal, self.connection.referral_id_field)
@@ -404,6 +406,15 @@ def _id_of(related) -> str:
 
 def _str(value) -> str:
     return "" if value is None else str(value)
+
+
+def _int_id(value, what: str) -> int:
+    """Ids from the vendor's settings; a wrong one is a permanent error they can fix."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise CrmError(f"{what} id {value!r} is not a Pipedrive id: check the mapping on the "
+                       "connection page.") from None
 
 
 def _without_none(body: dict) -> dict:

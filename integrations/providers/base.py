@@ -29,6 +29,9 @@ class ReferralPayload:
     partner_name: str
     deal_name: str
     owner_id: str = ""  # the CRM owner, from the connection's owner mapping
+    # Ids from an earlier successful push: lets a connector update by id instead of searching
+    # (search indexes can lag behind a create whose answer was lost).
+    external_ids: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -112,9 +112,10 @@ def save_draft(actor: Membership, program: Program, data: ReferralData) -> Refer
 
 @transaction.atomic
 def submit_referral(actor: Membership, program: Program, data: ReferralData,
-                    draft: Referral | None = None) -> Referral:
+                    draft: Referral | None = None, notify_vendor: bool = True) -> Referral:
     """Register the deal. Raises ConflictBlocked when this partner already holds the account;
-    flags a conflict (and stays submitted) when another partner does."""
+    flags a conflict (and stays submitted) when another partner does. Bulk imports pass
+    notify_vendor=False and send one summary instead of a notification per row."""
     require(actor, roles.REFERRAL_SUBMIT)
     if draft is not None:
         require(actor, roles.REFERRAL_EDIT, draft)
@@ -148,11 +149,12 @@ def submit_referral(actor: Membership, program: Program, data: ReferralData,
     Organization.objects.filter(pk=actor.organization_id, first_referral_at__isnull=True) \
         .update(first_referral_at=referral.submitted_at)
     _push_to_crm(referral, "submitted")
-    notify_vendor_deciders(
-        referral, "referral_submitted",
-        f"New referral from {referral.partner.name}: {referral.company_name}",
-        "Conflicts with an earlier registration: decide which partner holds the account."
-        if referral.conflict else "", exclude=actor.user)
+    if notify_vendor:
+        notify_vendor_deciders(
+            referral, "referral_submitted",
+            f"New referral from {referral.partner.name}: {referral.company_name}",
+            "Conflicts with an earlier registration: decide which partner holds the account."
+            if referral.conflict else "", exclude=actor.user)
     if program.auto_accept and not referral.conflict:
         _accept(referral, actor=None)
     return referral

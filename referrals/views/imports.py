@@ -14,8 +14,7 @@ from accounts.decorators import require_permission
 from accounts.errors import ServiceError
 from accounts.permissions import get_object_for
 from referrals import imports
-from referrals.models import ImportJob
-from referrals.views.submit import enrolled_programs
+from referrals.models import ImportJob, Program
 
 PREVIEW_LIMIT = 1000  # rows drawn on the preview page; rows with problems come first
 FIELD_LABELS = {"program": "Program", "company_name": "Company", "website": "Website",
@@ -69,7 +68,7 @@ def _shown(rows, limit=PREVIEW_LIMIT):
 @require_permission(roles.REFERRAL_SUBMIT)
 def import_upload(request):
     membership = request.membership
-    if not enrolled_programs(membership):
+    if not Program.objects.enrolled_for(membership):
         return render(request, "referrals/no_programs.html")
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
@@ -86,7 +85,7 @@ def import_upload(request):
               "created_at")[:5]
     return render(request, "referrals/import_upload.html", {
         "form": form, "columns": COLUMN_HELP, "recent": recent,
-        "max_rows": imports.MAX_ROWS})
+        "max_rows": f"{imports.MAX_ROWS:,}"})
 
 
 @require_permission(roles.REFERRAL_SUBMIT)

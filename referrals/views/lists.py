@@ -19,6 +19,8 @@ from referrals.forms import ReferralFilterForm
 from referrals.models import Enrolment, Program, Referral
 
 EXPORT_LIMIT = 200_000
+# Lists count at most this many rows (400 pages); past it the page says "Page N of many".
+COUNT_CAP = 10_000
 
 
 def list_title(membership) -> str:
@@ -77,8 +79,13 @@ def filtered_referrals(request):
             queryset = queryset.filter(amount_minor__lte=to_minor(d["max_value"], "USD"))
         sort = d["sort"] or sort
     if sort:
-        field = F(sort.lstrip("-"))
-        expr = field.desc(nulls_last=True) if sort.startswith("-") else field.asc(nulls_last=True)
+        name = sort.lstrip("-")
+        field = F(name)
+        # NULLS LAST only where there can be NULLs: on a NOT NULL column it changes nothing but
+        # keeps PostgreSQL from reading the order off the (DESC NULLS FIRST) index.
+        nulls_last = True if Referral._meta.get_field(name).null else None
+        expr = field.desc(nulls_last=nulls_last) if sort.startswith("-") \
+            else field.asc(nulls_last=nulls_last)
         queryset = queryset.order_by(expr, "-pk")
     else:
         # The vendor's triage order: conflicts first, then oldest first.
@@ -93,7 +100,7 @@ def referral_list(request):
     queryset = queryset.select_related("vendor", "partner", "submitted_by", "program")
     if membership.organization.kind == roles.VENDOR:
         queryset = queryset.prefetch_related("assignments__user")
-    page = paginate(request, queryset)
+    page = paginate(request, queryset, count_cap=COUNT_CAP)
     return render(request, "referrals/list.html", {
         "form": form, "page": page, "title": list_title(membership),
         "querystring": querystring_without_page(request),

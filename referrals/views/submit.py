@@ -13,15 +13,6 @@ from referrals.services.lifecycle import EDITABLE, ConflictBlocked
 from referrals.views.detail import get_referral
 
 
-def enrolled_programs(membership):
-    return list(
-        Program.objects.visible_to(membership).open_for_referrals()
-        .filter(enrolments__partner_id=membership.organization_id,
-                enrolments__status="active")
-        .select_related("vendor").order_by("vendor__name", "name")
-    )
-
-
 def _handle(request, form, referral=None):
     """Run the chosen action; returns a redirect, or None with errors added to the form."""
     membership = request.membership
@@ -55,7 +46,7 @@ def _handle(request, form, referral=None):
 
 @require_permission(roles.REFERRAL_SUBMIT)
 def referral_new(request):
-    programs = enrolled_programs(request.membership)
+    programs = Program.objects.enrolled_for(request.membership)
     if not programs:
         return render(request, "referrals/no_programs.html")
     draft = request.method == "POST" and request.POST.get("action") == "draft"

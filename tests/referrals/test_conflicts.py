@@ -2,6 +2,7 @@
 partner is flagged for the vendor to decide and learns only that the account is taken, and until
 when; inactive registrations, other vendors and other networks never conflict."""
 
+import re
 import threading
 
 import pytest
@@ -100,6 +101,21 @@ def test_the_form_links_to_the_existing_registration(world, rep, acme):
     html = response.content.decode()
     assert "already registered this account" in html
     assert f'href="{reverse("referrals:detail", args=[first.public_id])}"' in html
+    assert Referral.objects.filter(partner=world.partner).count() == 1
+
+
+def test_a_rep_blocked_by_a_colleagues_registration_gets_no_dead_link(world, acme):
+    """Reps see only their own referrals: the form must not send them to a page that 404s."""
+    manager, rep = world.member(PA, "manager"), world.member(PA, "rep")
+    services.submit_referral(manager, acme, data())
+    client = world.client_for(rep)
+    response = client.post(reverse("referrals:new"), form(acme))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "already registered" in html
+    links = re.findall(r'href="(/referrals/[0-9a-f-]{36}/)"', html)
+    for link in links:
+        assert client.get(link).status_code == 200, f"the form links to {link}, a 404 for reps"
     assert Referral.objects.filter(partner=world.partner).count() == 1
 
 
@@ -423,3 +439,75 @@ def test_two_colleagues_submitting_at_once_register_once(world, programs):
     assert Referral.objects.filter(partner=world.partner).count() == 1
     assert not any(isinstance(o, Exception) and not isinstance(o, ServiceError)
                    for o in outcomes)
+
+
+# --- One account, one protected partner ---------------------------------------------------------
+
+
+def test_the_vendor_cannot_accept_both_conflicting_registrations(world, rep, rival, acme):
+    first = services.submit_referral(rep, acme, data())
+    second = services.submit_referral(rival, acme, data())
+    partnerships = world.member(VE, "partnerships")
+    services.accept_referral(partnerships, first)
+    with pytest.raises(ServiceError) as exc:
+        services.accept_referral(partnerships, second)
+    assert "already accepted" in exc.value.message
+    assert "Brightpath" not in exc.value.message  # the vendor sees who, but the message is generic
+    assert Referral.objects.get(pk=second.pk).status == Referral.SUBMITTED
+    # Once the first is withdrawn, the second may be accepted.
+    services.withdraw_referral(rep, first)
+    services.accept_referral(partnerships, second)
+    assert Referral.objects.get(pk=second.pk).status == Referral.ACCEPTED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accepting_two_conflicting_registrations_at_once_accepts_one(world, programs):
+    acme = programs["acme"]
+    first = services.submit_referral(world.member(PA, "rep"), acme, data())
+    second = services.submit_referral(world.others["partner2_rep"], acme, data())
+    assert second.conflict_with_id == first.pk
+    partnerships, admin = world.member(VE, "partnerships"), world.member(VE, "admin")
+    outcomes = _race(lambda: services.accept_referral(partnerships, first),
+                     lambda: services.accept_referral(admin, second))
+    assert sum(isinstance(o, ServiceError) for o in outcomes) == 1, outcomes
+    statuses = sorted(Referral.objects.filter(pk__in=[first.pk, second.pk])
+                      .values_list("status", flat=True))
+    assert statuses == [Referral.ACCEPTED, Referral.SUBMITTED]
+
+
+@pytest.mark.parametrize("how", ["rejected", "withdrawn"])
+def test_the_notice_goes_once_the_earlier_registration_stops_holding_the_account(
+        world, rep, rival, acme, how):
+    first = services.submit_referral(rep, acme, data())
+    second = services.submit_referral(rival, acme, data())
+    partnerships = world.member(VE, "partnerships")
+    client = world.client_for(rival)
+    url = reverse("referrals:detail", args=[second.public_id])
+    assert "already registered" in client.get(url).content.decode()
+
+    if how == "rejected":
+        services.reject_referral(partnerships, first, "not_qualified", "")
+    else:
+        services.withdraw_referral(rep, first)
+    html = client.get(url).content.decode()
+    assert "already registered" not in html, (
+        f"Summit is still told the account is registered after Brightpath's was {how}")
+
+    services.accept_referral(partnerships, second)
+    html = client.get(url).content.decode()
+    assert "already registered" not in html
+    assert "will decide which registration holds it" not in html
+
+
+def test_the_notice_goes_once_the_vendor_decided_for_the_later_partner(world, rep, rival, acme):
+    """The vendor rejects the earlier claim and accepts the later one: the later partner holds
+    the account and must not be told that the vendor is still deciding."""
+    first = services.submit_referral(rep, acme, data())
+    second = services.submit_referral(rival, acme, data())
+    partnerships = world.member(VE, "partnerships")
+    services.reject_referral(partnerships, first, "other", "Summit brought them to us first")
+    services.accept_referral(partnerships, second)
+    html = world.client_for(rival).get(
+        reverse("referrals:detail", args=[second.public_id])).content.decode()
+    assert "Accepted" in html
+    assert "will decide which registration holds it" not in html

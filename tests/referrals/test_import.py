@@ -411,3 +411,18 @@ def test_the_preview_costs_the_same_queries_for_3_rows_as_for_300(client):
         client, csv_bytes(many_rows(300, start=10) + [row(email="nope")])))
     assert many == few
     assert many <= 12
+
+
+def test_vendors_get_one_summary_notification_per_import_not_one_per_row(world, programs,
+                                                                          client):
+    from accounts.models import Notification
+
+    job = uploaded_job(client, csv_bytes(many_rows(12)))
+    confirm(client, job)
+    job.refresh_from_db()
+    assert job.imported_rows == 12
+    deciders = [world.member("vendor", "admin").user, world.member("vendor", "partnerships").user]
+    for user in deciders:
+        notes = Notification.objects.filter(user=user, kind="referral_submitted")
+        assert [n.title for n in notes] == [f"{world.partner.name} submitted 12 referrals by "
+                                            "import"]

@@ -484,6 +484,21 @@ def test_assignment_visible_on_the_detail_page_only_to_the_assignee(world, submi
     assert world.client_for(other_sales).get(url).status_code == 404
 
 
+def test_deactivating_a_sales_rep_revokes_their_assignments(world, submitted, triage, rep):
+    """Grants die with the membership that justified them: a rep who left the vendor neither
+    keeps the grant nor keeps hearing about the referral (message excerpts included)."""
+    from accounts.services.members import deactivate_member
+
+    sales = world.member(VE, "sales")
+    services.assign_referral(triage, submitted, sales)
+    deactivate_member(world.member(VE, "admin"), sales)
+
+    assert not ReferralAssignment.objects.filter(user=sales.user).exists()
+    services.post_message(rep, submitted, "The CFO signs on Friday")
+    assert not notified(sales.user, submitted).filter(kind="referral_message").exists()
+    assert notified(triage.user, submitted).filter(kind="referral_message").exists()
+
+
 # --- Protection window -------------------------------------------------------------------------
 
 
