@@ -24,6 +24,15 @@ OBJECT_MODES = {
     CrmConnection.PIPEDRIVE: [("deal", "Organization, person and deal"), ("lead", "A lead")],
     CrmConnection.BUILTIN: [("deal", "A deal in the built-in pipeline")],
 }
+# Where the referral id lives by default: a unique HubSpot property, a Salesforce External ID
+# field (custom fields end in __c). Pipedrive needs the 40-character key of the vendor's own
+# custom field, so there is no default.
+DEFAULT_REFERRAL_ID_FIELD = {
+    CrmConnection.HUBSPOT: "partnerhub_referral_id",
+    CrmConnection.SALESFORCE: "PartnerHub_Referral_Id__c",
+    CrmConnection.PIPEDRIVE: "",
+    CrmConnection.BUILTIN: "",
+}
 BUILTIN_STAGES = {"new": "New", "qualified": "Qualified", "proposal": "Proposal",
                   "won": "Closed won", "lost": "Closed lost"}
 
@@ -43,13 +52,17 @@ def connect(actor: Membership, *, provider: str, credentials: dict, base_url: st
     object_mode = object_mode or next(iter(modes))
     if object_mode not in modes:
         raise ServiceError("Choose what to create in the CRM.", field="object_mode")
+    referral_id_field = referral_id_field.strip() or DEFAULT_REFERRAL_ID_FIELD[provider]
+    if not referral_id_field and provider == CrmConnection.PIPEDRIVE:
+        raise ServiceError("Enter the API key of the deal field that holds our referral id.",
+                           field="referral_id_field")
     for old in CrmConnection.objects.select_for_update().filter(vendor=vendor).live():
         old.status = CrmConnection.DISABLED
         old.save(update_fields=["status"])
         audit.record("crm.disconnected", old, actor=actor, after={"replaced": True})
     connection = CrmConnection(
         vendor=vendor, provider=provider, base_url=base_url.strip(), object_mode=object_mode,
-        referral_id_field=referral_id_field.strip() or "partnerhub_referral_id",
+        referral_id_field=referral_id_field,
         push_on=push_on, webhook_token=secrets.token_urlsafe(24), created_by=actor.user)
     connection.credentials = credentials
     if provider == CrmConnection.BUILTIN:

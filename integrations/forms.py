@@ -87,8 +87,10 @@ class ConnectForm(forms.Form):
                 ("base_url", "object_mode", "referral_id_field", "push_on")}
 
     @property
-    def credential_bound_fields(self):
-        return [self[name] for name in self.credential_fields]
+    def credential_groups(self):
+        """(heading, css class, bound fields) for the page; one untitled group by default."""
+        return [("", "", [self[name] for name in self.credential_fields])] \
+            if self.credential_fields else []
 
     @property
     def setting_bound_fields(self):
@@ -184,9 +186,14 @@ class SalesforceForm(ConnectForm):
         return data
 
     @property
-    def credential_bound_fields(self):
-        return [self[n] for n in ("auth", "consumer_key", "username", "private_key",
-                                  "domain_kind", "custom_domain", "instance_url", "session_id")]
+    def credential_groups(self):
+        # The page shows only the chosen method's group (CSS :has on the radio).
+        return [("", "", [self["auth"]]),
+                ("JWT bearer flow", "sf-jwt",
+                 [self[n] for n in ("consumer_key", "username", "private_key", "domain_kind",
+                                    "custom_domain")]),
+                ("Existing session", "sf-session",
+                 [self[n] for n in ("instance_url", "session_id")])]
 
     @property
     def setting_bound_fields(self):

@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from attribution.services import record_snapshot
 from integrations.models import CrmConnection, SyncRecord
+from integrations.providers.base import CrmError
 from integrations.registry import connector_for
 from referrals.models import Referral
 
@@ -40,7 +41,14 @@ def poll_connection(connection_id: int) -> int:
     if connection.status == CrmConnection.DISABLED:
         return 0
     connector = connector_for(connection)
-    changes, cursor = connector.changes_since(connection.poll_cursor)
+    try:
+        changes, cursor = connector.changes_since(connection.poll_cursor)
+    except CrmError as exc:
+        if exc.auth:  # for Salesforce, polling is where a revoked app shows first
+            from integrations.connections import mark_connection_error
+
+            mark_connection_error(connection, exc.message)
+        raise
     stored = 0
     for change in changes:
         with transaction.atomic():

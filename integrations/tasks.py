@@ -22,9 +22,21 @@ def push_due() -> int:
     return len(ids)
 
 
-@shared_task(autoretry_for=(CrmError,), retry_backoff=True, max_retries=5)
-def poll_connection(connection_id: int) -> int:
-    return inbound.poll_connection(connection_id)
+@shared_task(bind=True, max_retries=5)
+def poll_connection(self, connection_id: int) -> int:
+    try:
+        return inbound.poll_connection(connection_id)
+    except CrmError as exc:
+        _retry_if_transient(self, exc)
+        return 0
+
+
+def _retry_if_transient(task, exc: CrmError) -> None:
+    """Retry what may pass (429, 5xx, network), honouring Retry-After; a permanent error
+    (bad field, deleted record, revoked app) is final and already recorded."""
+    if exc.transient:
+        countdown = exc.retry_after or 30 * 2 ** task.request.retries
+        raise task.retry(exc=exc, countdown=countdown)
 
 
 @shared_task
@@ -36,6 +48,10 @@ def poll_all() -> int:
     return len(ids)
 
 
-@shared_task(autoretry_for=(CrmError,), retry_backoff=True, max_retries=5)
-def fetch_deal(connection_id: int, external_deal_id: str) -> bool:
-    return inbound.fetch_and_ingest(connection_id, external_deal_id) is not None
+@shared_task(bind=True, max_retries=5)
+def fetch_deal(self, connection_id: int, external_deal_id: str) -> bool:
+    try:
+        return inbound.fetch_and_ingest(connection_id, external_deal_id) is not None
+    except CrmError as exc:
+        _retry_if_transient(self, exc)
+        return False

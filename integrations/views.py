@@ -78,8 +78,8 @@ def connection(request):
         return render(request, "integrations/connection.html", {"providers": providers})
     saved = _saved_credentials(live)
     records = SyncRecord.objects.visible_to(membership).filter(connection=live)
-    stages = [(live.stage_labels.get(stage_id, stage_id), outcome)
-              for stage_id, outcome in live.stage_mapping.items()]
+    stages = [(label, live.outcome_for_stage(stage_id))
+              for stage_id, label in live.stage_labels.items()]
     return render(request, "integrations/connection.html", {
         "connection": live,
         "providers": [p for p in providers if p[0] != live.provider],
@@ -116,8 +116,10 @@ def connect(request, provider):
         except ServiceError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
-            messages.success(request, f"Connected {new.get_provider_display()}. Test the "
-                                      "connection, then map the pipeline's stages.")
+            messages.success(request, "The built-in pipeline is on: accepted referrals get a "
+                                      "deal you move on their page." if provider == "builtin"
+                             else f"Connected {new.get_provider_display()}. Test the "
+                                  "connection, then map the pipeline's stages.")
             return redirect("integrations:connection")
     return render(request, "integrations/connect.html", {
         "form": form, "provider": provider,
@@ -215,7 +217,7 @@ def sync_log(request):
         messages.info(request, "Connect a CRM first.")
         return redirect("integrations:connection")
     records = SyncRecord.objects.visible_to(membership).filter(connection=live)
-    counts = _status_counts(records)
+    counts = [count for count in _status_counts(records) if count[2]]
     form = SyncFilterForm(request.GET or None)
     if form.is_valid() and form.cleaned_data["status"]:
         records = records.filter(status=form.cleaned_data["status"])

@@ -4,7 +4,9 @@ from urllib.parse import urlsplit
 
 import tldextract
 
-_extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+# Private suffixes (myshopify.com, github.io) count, so two stores are two customers.
+_extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None,
+                                 include_psl_private_domains=True)
 
 # Mailbox providers whose domain says nothing about the employer.
 FREE_MAIL_DOMAINS = frozenset(
@@ -26,7 +28,12 @@ def host_of(url_or_host: str) -> str:
         host = urlsplit(value).hostname or ""
     except ValueError:
         return ""
-    return host.rstrip(".")
+    host = host.rstrip(".")
+    try:  # one spelling for international names: bücher.de == xn--bcher-kva.de
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return host
 
 
 def registrable_domain(url_or_host: str) -> str:

@@ -5,41 +5,45 @@ PAGE_SIZE = 25
 
 
 class CappedPaginator(Paginator):
-    """A Paginator that counts at most `count_cap` rows, so that a page of a huge list does not
-    cost a COUNT(*) over all of it. Below the cap everything is exact. Past it `is_capped` is
-    true, `count` is the lower bound `count_cap + 1` and the page says "Page N of many"; every
-    page within the cap is still exact (full, with a next page). A page past the cap (a deep
-    link) or out of range is counted exactly, so it lands where a plain Paginator's would."""
+    """A Paginator that counts rows only up to `count_ahead` past the start of the requested
+    page, so that a page of a huge list does not cost a COUNT(*) over all of it (the page itself
+    already costs reading up to its OFFSET). When the list ends within that reach the count is
+    exact and the page says "Page N of M", as before. Otherwise `is_capped` is true, `count` and
+    `num_pages` are lower bounds and the page says "Page N of many"; the page's rows, its number
+    and has_next/has_previous are still exact. Junk or out-of-range numbers land where a plain
+    Paginator's would (an out-of-range number is counted exactly to find the last page)."""
 
-    def __init__(self, object_list, per_page, *, count_cap, **kwargs):
+    MAX_PAGE = 10**7  # past this, count exactly (and keep LIMIT within bigint)
+
+    def __init__(self, object_list, per_page, *, count_ahead, **kwargs):
         super().__init__(object_list, per_page, **kwargs)
-        self.count_cap = count_cap
+        self.count_ahead = max(count_ahead, int(per_page))
         self.is_capped = False
-        self._count_exactly = False
+        self._count_limit = None  # None: count exactly
 
     def get_page(self, number):
         try:
             wanted = int(number)
         except (TypeError, ValueError):
-            wanted = 1
-        if not 1 <= wanted <= self.count_cap // self.per_page:
-            self._count_exactly = True  # past the cap, or out of range: the last page
+            wanted = 1  # Paginator.get_page shows the first page for junk
+        if 1 <= wanted <= self.MAX_PAGE:
+            self._count_limit = (wanted - 1) * int(self.per_page) + self.count_ahead
         return super().get_page(number)
 
     @cached_property
     def count(self):
-        if self._count_exactly or not hasattr(self.object_list, "order_by"):
+        if self._count_limit is None or not hasattr(self.object_list, "order_by"):
             return super().count
-        bounded = self.object_list.order_by()[: self.count_cap + 1].count()
-        self.is_capped = bounded > self.count_cap
+        bounded = self.object_list.order_by()[: self._count_limit + 1].count()
+        self.is_capped = bounded > self._count_limit
         return bounded
 
 
-def paginate(request, queryset, per_page: int = PAGE_SIZE, count_cap: int | None = None):
+def paginate(request, queryset, per_page: int = PAGE_SIZE, count_ahead: int | None = None):
     """A page of `queryset` for ?page=N; out-of-range or junk page numbers give the nearest page.
-    With `count_cap`, at most that many rows are counted (see CappedPaginator)."""
-    if count_cap:
-        paginator = CappedPaginator(queryset, per_page, count_cap=count_cap)
+    With `count_ahead`, rows are counted only that far past the page (see CappedPaginator)."""
+    if count_ahead:
+        paginator = CappedPaginator(queryset, per_page, count_ahead=count_ahead)
     else:
         paginator = Paginator(queryset, per_page)
     return paginator.get_page(request.GET.get("page"))

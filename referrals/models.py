@@ -156,13 +156,18 @@ class Referral(models.Model):
             models.Index(fields=["partner", "-created_at"]),
             models.Index(fields=["partner", "submitted_by", "-created_at"]),
             models.Index(fields=["partner", "status", "-created_at"]),
-            # Vendor inbox: status filter, oldest first; value and partner filters.
+            # Vendor inbox: the triage order (conflicts first, then oldest first) read straight
+            # off the index; status filter, oldest first; value and partner filters (plus a
+            # PostgreSQL-only value index, see migration 0004).
+            models.Index(fields=["vendor", "-conflict", "submitted_at", "id"],
+                         name="referral_vendor_triage"),
             models.Index(fields=["vendor", "status", "submitted_at"]),
             models.Index(fields=["vendor", "-submitted_at"]),
             models.Index(fields=["vendor", "partner", "-submitted_at"]),
             models.Index(fields=["vendor", "amount_minor"]),
-            # Operator scope.
+            # Operator scope; newest first.
             models.Index(fields=["network", "status", "-submitted_at"]),
+            models.Index(fields=["network", "-created_at"], name="referral_network_recent"),
             # Conflict checks: active registrations of a vendor by domain or name.
             models.Index(fields=["vendor", "domain"], name="referral_active_domain",
                          condition=models.Q(status__in=["submitted", "accepted"])),

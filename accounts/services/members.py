@@ -4,6 +4,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.apps import apps
 from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
@@ -166,6 +167,9 @@ def change_role(actor: Membership, target: Membership, role: str) -> Membership:
     target.save(update_fields=["role"])
     if role != "channel_manager":
         revoke_portfolio_grants(target)
+    if roles.REFERRAL_UPDATE_STAGE not in roles.role_for(target.organization.kind,
+                                                         role).permissions:
+        revoke_assignments(target)
     audit.record("membership.role_changed", target, actor=actor, before=before,
                  after={"role": role})
     return target
@@ -185,15 +189,26 @@ def deactivate_member(actor: Membership, target: Membership) -> Membership:
     target.deactivated_at = timezone.now()
     target.save(update_fields=["status", "deactivated_at"])
     revoke_portfolio_grants(target)
+    revoke_assignments(target)
     audit.record("membership.deactivated", target, actor=actor,
                  before={"status": Membership.ACTIVE}, after={"status": target.status})
     return target
 
 
 def revoke_portfolio_grants(membership: Membership) -> int:
-    """Object grants die with the membership that justified them."""
+    """A channel manager's portfolio in this network dies with the role that justified it."""
     deleted, _ = OrganizationPortfolioGrant.objects.filter(
         user_id=membership.user_id,
         content_object__network_id=membership.organization.network_id,
     ).delete()
     return deleted
+
+
+def revoke_assignments(membership: Membership) -> int:
+    """A sales rep's referral assignments at this vendor."""
+    # Looked up by name: accounts must not import the referrals app.
+    assignment = apps.get_model("referrals", "ReferralAssignment")
+    removed, _ = assignment.objects.filter(
+        user_id=membership.user_id,
+        content_object__vendor_id=membership.organization_id).delete()
+    return removed

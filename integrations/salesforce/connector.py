@@ -256,7 +256,9 @@ class SalesforceConnector(Connector):
                 break
         if self.connection.object_mode != ACCOUNT_MODE:
             self._add_converted_lead_ids(changes, ext)
-        return changes, f"{stamp}|{last_id}" if last_id else stamp
+        cursor = f"{stamp}|{last_id}" if last_id else stamp
+        log.info("salesforce poll: %d opportunity changes, cursor %s", len(changes), cursor)
+        return changes, cursor
 
     def deal(self, external_deal_id: str) -> DealChange:
         if not RECORD_ID.match(str(external_deal_id)):

@@ -62,7 +62,11 @@ def members_with(org_id: int, kind: str, permission: str):
 
 def notify_vendor_deciders(referral, kind: str, title: str, body: str = "", exclude=None):
     users = members_with(referral.vendor_id, roles.VENDOR, roles.REFERRAL_ACCEPT)
-    users += [a.user for a in referral.assignments.select_related("user")]
+    # Assigned sales reps, while they are still active members of the vendor.
+    active = Membership.objects.filter(organization_id=referral.vendor_id,
+                                       status=Membership.ACTIVE).values("user_id")
+    users += [a.user for a in referral.assignments.filter(user_id__in=active)
+              .select_related("user")]
     notify(users, kind, network_id=referral.network_id, title=title, body=body,
            url=referral_url(referral), exclude_user=exclude)
 

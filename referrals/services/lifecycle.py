@@ -164,8 +164,9 @@ def conflict_notice(referral: Referral) -> str | None:
     """What the submitter may learn about a conflict: that it exists and until when, never
     who holds it."""
     earlier = referral.conflict_with
-    if not referral.conflict or earlier is None:
-        return None
+    if (not referral.conflict or earlier is None or referral.status != Referral.SUBMITTED
+            or earlier.status not in Referral.ACTIVE_STATUSES):
+        return None  # the conflict is over: decided, withdrawn or expired
     if earlier.status == Referral.ACCEPTED and earlier.protected_until:
         until = f"protected until {earlier.protected_until:%-d %B %Y}"
     else:
@@ -215,6 +216,9 @@ def withdraw_referral(actor: Membership, referral: Referral, reason: str = "") -
     referral.closed_at = timezone.now()
     referral.save(update_fields=["status", "closed_at", "updated_at"])
     record_transition(referral, actor, from_status, body=reason.strip())
+    notify_vendor_deciders(referral, "referral_withdrawn",
+                           f"{referral.partner.name} withdrew {referral.company_name}",
+                           reason.strip(), exclude=actor.user)
     return referral
 
 
@@ -335,6 +339,9 @@ def close_referral(actor: Membership, referral: Referral, outcome: str) -> Refer
     referral.closed_at = timezone.now()
     referral.save(update_fields=["status", "closed_at", "updated_at"])
     record_transition(referral, actor, from_status)
+    notify_submitter(referral, f"referral_{outcome}",
+                     f"{referral.company_name}: {referral.vendor.name} marked the deal "
+                     f"{outcome}", exclude=actor.user)
     return referral
 
 

@@ -2,6 +2,7 @@
 the CSV export of the same filtered list."""
 
 import csv
+import uuid
 from datetime import datetime, time, timedelta
 
 from django.db.models import F, Q
@@ -19,8 +20,9 @@ from referrals.forms import ReferralFilterForm
 from referrals.models import Enrolment, Program, Referral
 
 EXPORT_LIMIT = 200_000
-# Lists count at most this many rows (400 pages); past it the page says "Page N of many".
-COUNT_CAP = 10_000
+# Lists count rows only this far past the start of the page (40 pages of 25): a longer list
+# says "Page N of many" instead of paying for a COUNT(*) over all of it.
+COUNT_AHEAD = 1000
 
 
 def list_title(membership) -> str:
@@ -100,7 +102,7 @@ def referral_list(request):
     queryset = queryset.select_related("vendor", "partner", "submitted_by", "program")
     if membership.organization.kind == roles.VENDOR:
         queryset = queryset.prefetch_related("assignments__user")
-    page = paginate(request, queryset, count_cap=COUNT_CAP)
+    page = paginate(request, queryset, count_ahead=COUNT_AHEAD)
     return render(request, "referrals/list.html", {
         "form": form, "page": page, "title": list_title(membership),
         "querystring": querystring_without_page(request),
@@ -166,7 +168,7 @@ def referral_bulk(request):
     if request.method != "POST":
         return redirect("referrals:list")
     action = request.POST.get("action")
-    ids = request.POST.getlist("ids")[:200]
+    ids = [value for value in request.POST.getlist("ids")[:200] if _is_uuid(value)]
     code = request.POST.get("code", "")
     if action not in ("accept", "reject") or not ids:
         messages.error(request, "Select referrals and an action.")
@@ -191,3 +193,11 @@ def referral_bulk(request):
     for line in failed[:10]:
         messages.error(request, line)
     return redirect("referrals:list")
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True

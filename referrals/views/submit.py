@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from accounts import roles
 from accounts.decorators import require_permission
 from accounts.errors import ServiceError
+from accounts.permissions import can
 from referrals import services
 from referrals.forms import ReferralForm
 from referrals.models import Program, Referral
@@ -36,7 +37,10 @@ def _handle(request, form, referral=None):
                                       f"{referral.vendor.name}.")
     except ConflictBlocked as exc:
         form.add_error(None, exc.message)
-        form.existing = exc.existing
+        # Link to the existing registration only when this member may open it (a rep does
+        # not see a colleague's referrals).
+        if can(membership, roles.REFERRAL_VIEW, exc.existing):
+            form.existing = exc.existing
         return None
     except ServiceError as exc:
         form.add_error(exc.field if exc.field in form.fields else None, exc.message)

@@ -98,6 +98,9 @@ class FakeHubSpot:
         self.unique = {"companies": set(unique_properties), "deals": set(unique_properties),
                        "contacts": {"email"}}
         self.objects = {name: {} for name in OBJECT_TYPES}
+        # {object type: {unique property: {lowercased value: id}}}: upserts stay O(1)
+        self._unique_index = {name: {prop: {} for prop in props}
+                              for name, props in self.unique.items()}
         self.links: dict = {}  # (from type, from id, to type) -> {to id: {type ids}}
         self.pipelines = json.loads(json.dumps(DEFAULT_PIPELINES))
         self.calls: Counter = Counter()
@@ -125,6 +128,10 @@ class FakeHubSpot:
             self._failures.append((status, retry_after, only))
 
     def find(self, object_type: str, prop: str, value: str) -> dict | None:
+        index = self._unique_index[object_type].get(prop)
+        if index is not None:
+            object_id = index.get(str(value).lower())
+            return self.objects[object_type][object_id] if object_id else None
         return next((o for o in self.objects[object_type].values()
                      if str(o["properties"].get(prop, "")).lower() == str(value).lower()),
                     None)
@@ -256,6 +263,11 @@ class FakeHubSpot:
         for name, value in properties.items():
             if name in DATE_PROPERTIES and to_ms(value) is not None:
                 value = iso(to_ms(value))
+            index = self._unique_index[object_type].get(name)
+            if index is not None:
+                index.pop(str(props.get(name, "")).lower(), None)
+                if value not in (None, ""):
+                    index[str(value).lower()] = record["id"]
             props[name] = "" if value is None else str(value)
         if object_type == "deals":
             stage = self._stage_of(props.get("pipeline"), props.get("dealstage"))

@@ -5,7 +5,9 @@ engine and the poller."""
 import logging
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import parse_qs
 
+import jwt
 import pytest
 import responses
 from cryptography.hazmat.primitives import serialization
@@ -347,14 +349,44 @@ def test_pipelines_are_the_opportunity_stages(world, salesforce, keypair):
     assert stages["Closed Lost"] == (True, False)
 
 
-def test_a_my_domain_login_host_gets_the_token_there(
-        world, programs, salesforce, keypair, django_capture_on_commit_callbacks):
-    connect(world, keypair, base_url=f"https://{INSTANCE}/")
+@pytest.mark.parametrize("domain, base_url, token_url, audience", [
+    ("login", "", "https://login.salesforce.com", "https://login.salesforce.com"),
+    ("test", "", "https://test.salesforce.com", "https://test.salesforce.com"),
+    (INSTANCE, "", f"https://{INSTANCE}", "https://login.salesforce.com"),
+    ("login", f"https://{INSTANCE}/", f"https://{INSTANCE}", "https://login.salesforce.com"),
+])
+def test_the_jwt_goes_to_the_configured_login_host(world, salesforce, keypair, domain,
+                                                    base_url, token_url, audience):
+    connection = connect(world, keypair, base_url=base_url, consumer_key=CONSUMER_KEY,
+                         username=USERNAME, private_key=keypair[0], domain=domain)
+    connector_for(connection).test_connection()
+
+    (login,) = [c.request for c in salesforce.rsps.calls if "oauth2/token" in c.request.url]
+    assert login.url == f"{token_url}/services/oauth2/token"
+    assertion = parse_qs(login.body)["assertion"][0]
+    claims = jwt.decode(assertion, keypair[1], algorithms=["RS256"], audience=audience)
+    assert (claims["iss"], claims["sub"]) == (CONSUMER_KEY, USERNAME)
+
+
+@pytest.mark.parametrize("credentials, message", [
+    ({"private_key": "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----"},
+     "could not use the private key"),
+    ({"base_url": "https://crm.example.com"}, "is not a Salesforce login host"),
+])
+def test_unusable_credentials_mark_the_connection(world, programs, salesforce, keypair,
+                                                  django_capture_on_commit_callbacks,
+                                                  credentials, message):
+    base_url = credentials.pop("base_url", "")
+    connection = connect(world, keypair, base_url=base_url, **{
+        "consumer_key": CONSUMER_KEY, "username": USERNAME, "private_key": keypair[0],
+        **credentials})
     (referral,) = accept(world, programs, django_capture_on_commit_callbacks)
-    assert record_of(referral).status == SyncRecord.DONE
-    token_calls = [c.request.url for c in salesforce.rsps.calls if "oauth2/token" in
-                   c.request.url]
-    assert token_calls == [f"https://{INSTANCE}/services/oauth2/token"]
+
+    assert record_of(referral).status == SyncRecord.FAILED
+    assert message in record_of(referral).last_error
+    connection.refresh_from_db()
+    assert connection.status == CrmConnection.ERROR
+    assert salesforce.calls == []
 
 
 def test_a_sandbox_logs_in_with_username_password_and_token(
@@ -494,3 +526,16 @@ def test_secrets_never_reach_the_logs(world, programs, salesforce, keypair, capl
     assert not [line for line in key_lines if line in logged]
     assert len(salesforce.issued_tokens) >= 2
     assert not [token for token in salesforce.issued_tokens if token in logged]
+
+
+def test_the_fake_speaks_single_record_upsert(salesforce):
+    """The connector batches, but the fake's single upsert must behave like Salesforce's
+    (201 created, 204 updated) for anyone reaching for `sf.Lead.upsert`."""
+    from simple_salesforce import Salesforce
+
+    salesforce.add_session("00D!direct")
+    sf = Salesforce(session_id="00D!direct", instance_url=f"https://{INSTANCE}")
+    assert sf.Lead.upsert(f"{EXT}/abc", {"LastName": "Buyer", "Company": "Initech"}) == 201
+    assert sf.Lead.upsert(f"{EXT}/abc", {"Title": "CTO"}) == 204
+    assert len(salesforce.all("Lead")) == 1
+    assert salesforce.find("Lead", **{EXT: "abc"})["Title"] == "CTO"
