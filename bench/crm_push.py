@@ -111,11 +111,32 @@ def seed(count: int, fake):
     return connection
 
 
-def timed_push(connection, fake, label: str, count: int) -> None:
+def time_connector_calls() -> dict:
+    """Wrap HubSpotConnector.push to split the run into the connector's share (the SDK, HTTP
+    and the in-process fake server) and the engine's (claiming rows, building payloads,
+    recording outcomes)."""
+    from integrations.hubspot.connector import HubSpotConnector
+
+    spent = {"push": 0.0}
+    push = HubSpotConnector.push
+
+    def timed(self, payloads):
+        started = time.perf_counter()
+        try:
+            return push(self, payloads)
+        finally:
+            spent["push"] += time.perf_counter() - started
+
+    HubSpotConnector.push = timed
+    return spent
+
+
+def timed_push(connection, fake, spent: dict, label: str, count: int) -> None:
     from integrations import sync
     from integrations.models import SyncRecord
 
     fake.calls.clear()
+    spent["push"] = 0.0
     started = time.perf_counter()
     summary = Counter()
     while True:  # one run drains everything due; loop only if something was re-queued
@@ -129,6 +150,8 @@ def timed_push(connection, fake, label: str, count: int) -> None:
     print(f"{label}: {count} referrals in {elapsed:.2f} s = {count / elapsed:,.0f} referrals/s; "
           f"{calls} HubSpot API calls = {calls / count:.3f} per referral; "
           f"done {done}/{count}; {dict(summary)}")
+    print(f"    connector.push (SDK + HTTP + fake server) {spent['push']:.2f} s, "
+          f"engine {elapsed - spent['push']:.2f} s")
     print("    calls: " + ", ".join(f"{k} {v}" for k, v in sorted(fake.calls.items())))
 
 
@@ -151,15 +174,16 @@ def main():
     server.start()
     try:
         fake = FakeHubSpot(server)
+        spent = time_connector_calls()
         started = time.perf_counter()
         connection = seed(args.referrals, fake)
         print(f"Seeded {args.referrals} accepted referrals and outbox rows in "
               f"{time.perf_counter() - started:.1f} s.")
-        timed_push(connection, fake, "first push", args.referrals)
+        timed_push(connection, fake, spent, "first push", args.referrals)
         assert len(fake.objects["deals"]) == args.referrals, "every referral became one deal"
         SyncRecord.objects.filter(connection=connection).update(status=SyncRecord.PENDING,
                                                                 attempts=0)
-        timed_push(connection, fake, "re-push  ", args.referrals)
+        timed_push(connection, fake, spent, "re-push   ", args.referrals)
         assert len(fake.objects["deals"]) == args.referrals, "a re-push creates nothing"
         ceiling = REQUESTS_PER_10S // CALLS_PER_PUSH * 100 / 10
         print(f"Under HubSpot's documented {REQUESTS_PER_10S} requests / 10 s "

@@ -11,10 +11,17 @@ from accounts.errors import ServiceError
 from accounts.models import Membership
 from accounts.notifications import notify
 from accounts.services.guards import require
+from integrations.crypto import CredentialsUnreadable
 from integrations.models import CrmConnection, SyncRecord
 from integrations.providers.base import CrmError
 from integrations.registry import connector_for
 from referrals.services.events import members_with
+
+
+def kick_after_commit(connection_id: int) -> None:
+    from integrations.sync import kick_after_commit as kick
+
+    kick(connection_id)
 
 OBJECT_MODES = {
     CrmConnection.HUBSPOT: [("company_contact_deal", "Company, contact and deal")],
@@ -56,7 +63,8 @@ def connect(actor: Membership, *, provider: str, credentials: dict, base_url: st
     if not referral_id_field and provider == CrmConnection.PIPEDRIVE:
         raise ServiceError("Enter the API key of the deal field that holds our referral id.",
                            field="referral_id_field")
-    for old in CrmConnection.objects.select_for_update().filter(vendor=vendor).live():
+    previous = list(CrmConnection.objects.select_for_update().filter(vendor=vendor).live())
+    for old in previous:
         old.status = CrmConnection.DISABLED
         old.save(update_fields=["status"])
         audit.record("crm.disconnected", old, actor=actor, after={"replaced": True})
@@ -67,9 +75,17 @@ def connect(actor: Membership, *, provider: str, credentials: dict, base_url: st
     connection.credentials = credentials
     if provider == CrmConnection.BUILTIN:
         connection.stage_labels = BUILTIN_STAGES
+        connection.stage_order = list(BUILTIN_STAGES)
         connection.stage_mapping = {"won": "won", "lost": "lost"}
         connection.pipeline_id = "builtin"
+    same = next((old for old in previous if old.provider == provider), None)
+    if same is not None:
+        # New credentials for the same CRM: keep the setup and the webhook URL it knows.
+        for name in ("pipeline_id", "stage_mapping", "stage_labels", "stage_order",
+                     "owner_mapping", "poll_cursor", "webhook_token"):
+            setattr(connection, name, getattr(same, name))
     connection.save()
+    _adopt_unfinished_rows(previous, connection)
     # Credentials never enter the audit log: only which fields were set.
     audit.record("crm.connected", connection, actor=actor, after={
         "provider": provider, "object_mode": object_mode, "base_url": connection.base_url,
@@ -77,17 +93,42 @@ def connect(actor: Membership, *, provider: str, credentials: dict, base_url: st
     return connection
 
 
+def _adopt_unfinished_rows(previous, connection) -> None:
+    """Referrals still waiting for (or failed on) the old connection go to the new one."""
+    if not previous:
+        return
+    SyncRecord.objects.filter(connection__in=previous).exclude(status=SyncRecord.DONE).update(
+        connection=connection, status=SyncRecord.PENDING, attempts=0,
+        next_attempt_at=timezone.now(), last_error="")
+    kick_after_commit(connection.pk)
+
+
 def test_connection(actor: Membership, connection: CrmConnection) -> str:
     require(actor, roles.CRM_MANAGE, connection)
     try:
         description = connector_for(connection).test_connection()
+    except CredentialsUnreadable:
+        raise ServiceError("The saved credentials cannot be read with the configured "
+                           "encryption keys. Connect again to enter them anew.") from None
     except CrmError as exc:
         if exc.auth:
             mark_connection_error(connection, exc.message)
         raise ServiceError(f"The CRM answered: {exc.message}") from None
-    CrmConnection.objects.filter(pk=connection.pk).update(
-        status=CrmConnection.ACTIVE, last_error="", last_success_at=timezone.now())
+    with transaction.atomic():
+        CrmConnection.objects.filter(pk=connection.pk).update(
+            status=CrmConnection.ACTIVE, last_error="", last_success_at=timezone.now())
+        requeue_auth_failures(connection)
     return description
+
+
+def requeue_auth_failures(connection: CrmConnection) -> int:
+    """Rows refused for bad credentials go out again once the credentials work."""
+    count = SyncRecord.objects.filter(
+        connection=connection, status=SyncRecord.FAILED,
+        log__http_status__in=(401, 403)).distinct().update(
+        status=SyncRecord.PENDING, attempts=0, next_attempt_at=timezone.now(), last_error="")
+    kick_after_commit(connection.pk)
+    return count
 
 
 @transaction.atomic
@@ -104,8 +145,9 @@ def save_mapping(actor: Membership, connection: CrmConnection, *, pipeline_id: s
     connection.pipeline_id = pipeline_id
     connection.stage_mapping = {str(k): v for k, v in stage_mapping.items()}
     connection.stage_labels = {str(k): v for k, v in stage_labels.items()}
+    connection.stage_order = [str(k) for k in stage_labels]  # the order the CRM gave
     connection.owner_mapping = owner_mapping
-    connection.save(update_fields=["pipeline_id", "stage_mapping", "stage_labels",
+    connection.save(update_fields=["pipeline_id", "stage_mapping", "stage_labels", "stage_order",
                                    "owner_mapping"])
     audit.record("crm.mapping_changed", connection, actor=actor, before=before,
                  after={"pipeline_id": pipeline_id, "stage_mapping": connection.stage_mapping})
@@ -130,9 +172,7 @@ def retry_sync(actor: Membership, record: SyncRecord) -> SyncRecord:
     record.save(update_fields=["status", "attempts", "next_attempt_at", "last_error",
                                "updated_at"])
     audit.record("crm.sync_retried", record.referral, actor=actor)
-    from integrations.sync import _kick_after_commit
-
-    _kick_after_commit(record.connection_id)
+    kick_after_commit(record.connection_id)
     return record
 
 

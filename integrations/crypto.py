@@ -48,4 +48,9 @@ def decrypt_json(token: str) -> dict:
 
 def rotate(token: str) -> str:
     """Re-encrypt under the first (newest) key."""
-    return _multi().rotate(token.encode()).decode() if token else token
+    if not token:
+        return token
+    try:
+        return _multi().rotate(token.encode()).decode()
+    except InvalidToken:
+        raise CredentialsUnreadable("stored credentials cannot be decrypted") from None

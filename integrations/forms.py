@@ -10,11 +10,11 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from integrations.connections import OBJECT_MODES
+from integrations.connections import DEFAULT_REFERRAL_ID_FIELD, OBJECT_MODES
 from integrations.models import CrmConnection, SyncRecord
 
 SAVED_PLACEHOLDER = "Saved — leave blank to keep"
-_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9_]+$")  # API names; Pipedrive keys are hex
 
 
 class SecretTextarea(forms.Textarea):
@@ -40,7 +40,6 @@ class ConnectForm(forms.Form):
     provider = ""
     credential_fields: tuple = ()
     optional_credentials: tuple = ()
-    default_referral_id_field = "partnerhub_referral_id"
     referral_id_help = ""
 
     base_url = forms.URLField(
@@ -58,7 +57,7 @@ class ConnectForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.saved = {k: v for k, v in (saved or {}).items() if v}
         self.fields["object_mode"].choices = OBJECT_MODES[self.provider]
-        self.fields["referral_id_field"].initial = self.default_referral_id_field
+        self.fields["referral_id_field"].initial = DEFAULT_REFERRAL_ID_FIELD[self.provider]
         self.fields["referral_id_field"].help_text = self.referral_id_help
         for name in self.credential_fields:
             field = self.fields[name]
@@ -116,7 +115,6 @@ class SalesforceForm(ConnectForm):
     provider = CrmConnection.SALESFORCE
     JWT, SESSION = "jwt", "session"
     credential_fields = ("consumer_key", "username", "private_key", "instance_url", "session_id")
-    default_referral_id_field = "PartnerHub_Referral_Id__c"
     referral_id_help = "API name of an External ID field on the objects we create."
     DOMAINS = [("login", "Production (login.salesforce.com)"),
                ("test", "Sandbox (test.salesforce.com)"),

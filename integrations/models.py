@@ -38,6 +38,8 @@ class CrmConnection(models.Model):
     # {crm stage id: "won" | "lost" | "open"} and {stage id: label}
     stage_mapping = models.JSONField(default=dict, blank=True)
     stage_labels = models.JSONField(default=dict, blank=True)
+    # jsonb keeps no key order, so the pipeline's stage order is stored on its own.
+    stage_order = models.JSONField(default=list, blank=True)
     owner_mapping = models.JSONField(default=dict, blank=True,
                                      help_text="{PartnerHub user email: CRM owner id}")
     webhook_token = models.CharField(max_length=64, blank=True,
@@ -69,6 +71,14 @@ class CrmConnection(models.Model):
     @credentials.setter
     def credentials(self, value: dict) -> None:
         self.credentials_encrypted = encrypt_json(value)
+
+    @property
+    def stages(self) -> list[tuple[str, str]]:
+        """(stage id, label) in pipeline order."""
+        labels = self.stage_labels
+        ordered = [key for key in self.stage_order if key in labels]
+        ordered += sorted(key for key in labels if key not in set(ordered))
+        return [(key, labels[key]) for key in ordered]
 
     def outcome_for_stage(self, stage_id: str) -> str:
         return self.stage_mapping.get(str(stage_id), "open")

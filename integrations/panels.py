@@ -29,7 +29,7 @@ def crm_panel(membership, referral) -> dict | None:
         may_update = can(membership, roles.REFERRAL_UPDATE_STAGE, referral)
         panel.update(
             stage=stage, stage_label=connection.stage_labels.get(stage, stage),
-            stages=list(connection.stage_labels.items()), may_update=may_update,
+            stages=connection.stages, may_update=may_update,
             can_move=may_update and referral.status in WORKABLE)
     else:
         panel["record"] = referral.sync_records.filter(connection=connection).first()

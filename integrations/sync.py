@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from integrations import ratelimit
+from integrations.crypto import CredentialsUnreadable
 from integrations.models import CrmConnection, SyncAttempt, SyncRecord
 from integrations.payloads import payload_for
 from integrations.providers.base import CrmError
@@ -45,11 +46,11 @@ def enqueue_push(referral, event: str) -> SyncRecord | None:
         record.next_attempt_at, record.last_error = timezone.now(), ""
         record.save(update_fields=["status", "attempts", "next_attempt_at", "last_error",
                                    "updated_at"])
-    _kick_after_commit(connection.pk)
+    kick_after_commit(connection.pk)
     return record
 
 
-def _kick_after_commit(connection_id: int, countdown: float = 0) -> None:
+def kick_after_commit(connection_id: int, countdown: float = 0) -> None:
     from integrations.tasks import push_connection
 
     transaction.on_commit(
@@ -88,9 +89,18 @@ def push_connection(connection_id: int) -> dict:
     to retry (claimed rows are invisible to other runs)."""
     connection = CrmConnection.objects.select_related("vendor").get(pk=connection_id)
     summary = {"pushed": 0, "retry": 0, "failed": 0, "dead": 0, "rate_limited": 0}
-    if connection.status == CrmConnection.DISABLED:
+    # A connection whose credentials were refused waits (rows stay queued) until a
+    # successful "Test connection" re-activates it.
+    if connection.status != CrmConnection.ACTIVE:
         return summary
-    connector = connector_for(connection)
+    try:
+        connector = connector_for(connection)
+    except CredentialsUnreadable:
+        from integrations.connections import mark_connection_error
+
+        mark_connection_error(connection, "The saved credentials cannot be read with the "
+                                          "configured encryption keys. Connect again.")
+        return summary
     calls, per = connector.rate_limit
     while True:
         batch = _claim(connection, connector.batch_size)
@@ -104,11 +114,13 @@ def push_connection(connection_id: int) -> dict:
 
             task.apply_async((connection.pk,), countdown=wait)
             break
-        _push_batch(connection, connector, batch, summary)
+        if _push_batch(connection, connector, batch, summary):
+            break  # credentials refused: stop before failing every other row too
     return summary
 
 
-def _push_batch(connection, connector, batch, summary) -> None:
+def _push_batch(connection, connector, batch, summary) -> bool:
+    """Push one batch and record each outcome. True when the CRM refused our credentials."""
     referrals = {str(r.referral.public_id): r for r in SyncRecord.objects.filter(
         pk__in=[r.pk for r in batch]).select_related("referral", "referral__partner")
         .prefetch_related("referral__assignments__user")}
@@ -145,10 +157,11 @@ def _push_batch(connection, connector, batch, summary) -> None:
         from integrations.connections import mark_connection_error
 
         mark_connection_error(connection, auth_error.message)
-    if soonest_retry is not None:
+    if soonest_retry is not None and auth_error is None:
         from integrations.tasks import push_connection as task
 
         task.apply_async((connection.pk,), countdown=max(1, soonest_retry))
+    return auth_error is not None
 
 
 def _succeed(record, result) -> None:

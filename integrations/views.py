@@ -79,7 +79,7 @@ def connection(request):
     saved = _saved_credentials(live)
     records = SyncRecord.objects.visible_to(membership).filter(connection=live)
     stages = [(label, live.outcome_for_stage(stage_id))
-              for stage_id, label in live.stage_labels.items()]
+              for stage_id, label in live.stages]
     return render(request, "integrations/connection.html", {
         "connection": live,
         "providers": [p for p in providers if p[0] != live.provider],

@@ -13,11 +13,10 @@ class BuiltinConnector(Connector):
         return "Built-in pipeline"
 
     def pipelines(self) -> list[Pipeline]:
-        labels = self.connection.stage_labels
         mapping = self.connection.stage_mapping
         return [Pipeline("builtin", "PartnerHub pipeline", [
             Stage(key, label, closed=mapping.get(key) in ("won", "lost"),
-                  won=mapping.get(key) == "won") for key, label in labels.items()])]
+                  won=mapping.get(key) == "won") for key, label in self.connection.stages])]
 
     def push(self, payloads):
         # The "deal" is the referral itself; nothing leaves PartnerHub.

@@ -159,7 +159,10 @@ class HubSpotConnector(Connector):
         if not pending:
             return
 
-        existing = self._existing_deals(list(pending))
+        # Deals we pushed before are known; the others may exist all the same (a create
+        # whose answer was lost), so HubSpot is asked about those.
+        existing = {rid for rid, p in pending.items() if p.external_ids.get("deal")}
+        existing |= self._existing_deals([rid for rid in pending if rid not in existing])
         stage = self._first_open_stage() if len(existing) < len(pending) else ""
         deals = self._upsert("deals", self.id_property, {
             rid: (rid, self._deal_properties(p, new=rid not in existing, stage=stage))
@@ -256,6 +259,8 @@ class HubSpotConnector(Connector):
         return out
 
     def _existing_deals(self, referral_ids: list[str]) -> set[str]:
+        if not referral_ids:
+            return set()
         response = self._call(self._apis["deals"].read, {
             "idProperty": self.id_property, "properties": [self.id_property],
             "inputs": [{"id": rid} for rid in referral_ids]})
@@ -263,13 +268,17 @@ class HubSpotConnector(Connector):
 
     def _first_open_stage(self) -> str:
         """The connection's pipeline's first stage (in HubSpot's order) that is mapped open;
-        "" leaves HubSpot's default. The mapping is a JSON object without order, so the order
-        comes from the pipeline itself (cached for an hour)."""
+        "" leaves HubSpot's default. The mapping is a JSON object without order: the order is
+        the one saved with the mapping, else the pipeline's own (cached for an hour)."""
         pipeline_id = self.connection.pipeline_id
         open_stages = {s for s, outcome in self.connection.stage_mapping.items()
                        if outcome == "open"}
         if not pipeline_id or not open_stages:
             return ""
+        saved = getattr(self.connection, "stage_order", None) or []
+        first = next((s for s in saved if s in open_stages), "")
+        if first:
+            return first
         key = f"hubspot:stages:{self.connection.pk}:{pipeline_id}"
         order = cache.get(key)
         if order is None:

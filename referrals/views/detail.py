@@ -10,6 +10,7 @@ from accounts.decorators import membership_required, require_permission
 from accounts.errors import PermissionDenied, ServiceError
 from accounts.models import Membership
 from accounts.permissions import can, get_object_for
+from integrations.panels import crm_panel
 from referrals import services
 from referrals.forms import AssignForm, ExtendForm, MessageForm, RejectReferralForm
 from referrals.models import Referral, TimelineEntry
@@ -74,6 +75,7 @@ def referral_detail(request, public_id):
         "extend_form": ExtendForm(),
         "assignees": [a.user for a in referral.assignments.select_related("user")],
         "conflict_notice": conflict_notice(referral),
+        "crm": crm_panel(membership, referral),
     }
     if actions["assign"]:
         context["assign_form"] = AssignForm(members=sales_team(referral))

@@ -137,6 +137,7 @@ def test_a_repush_updates_and_creates_nothing(world, programs, admin, connection
     fake.update("deals", deal_id, dealstage="presentationscheduled")  # sales moved it on
     Referral.objects.filter(pk=referral.pk).update(notes="Budget approved.")
     before = {kind: len(objects) for kind, objects in fake.objects.items()}
+    fake.calls.clear()
 
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
         sync.enqueue_push(referral, "accepted")
@@ -149,6 +150,7 @@ def test_a_repush_updates_and_creates_nothing(world, programs, admin, connection
     assert deal["dealstage"] == "presentationscheduled"  # not dragged back to the first stage
     assert "Budget approved." in deal["description"]
     assert "pipeline" not in fake.last_request("deals.upsert")["inputs"][0]["properties"]
+    assert fake.calls["deals.read"] == 0  # the deal id is known from the first push
 
 
 def test_many_referrals_go_in_batches_of_one_hundred(world, programs, admin, connection, fake,
@@ -188,16 +190,23 @@ def test_rate_limited_push_waits_as_long_as_hubspot_asks(
 def test_a_rejected_token_marks_the_connection_and_tells_the_admins_once(
         world, programs, admin, fake, django_capture_on_commit_callbacks):
     connection = connect(admin, fake, token="pat-na1-revoked-0000")
-    records = [accept(admin, make_referral(world, programs, company_name=name, website=site),
-                      django_capture_on_commit_callbacks)
-               for name, site in [("Initech", "initech.example"), ("Hooli", "hooli.example")]]
+    referrals = [make_referral(world, programs, status=Referral.ACCEPTED) for _ in range(2)]
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        for referral in referrals:
+            sync.enqueue_push(referral, "accepted")
 
     connection.refresh_from_db()
     assert connection.status == CrmConnection.ERROR
-    for record in records:
+    assert "The access token provided is invalid, expired or revoked." in connection.last_error
+    for record in SyncRecord.objects.filter(connection=connection):
         assert record.status == SyncRecord.FAILED
         assert "The access token provided is invalid, expired or revoked." in record.last_error
         assert record.log.get().http_status == 401
+
+    # Another referral while the token is still bad: no second alert.
+    with django_capture_on_commit_callbacks(execute=True):
+        services.accept_referral(admin, make_referral(world, programs, company_name="Initech",
+                                                      website="initech.example"))
     alerts = [m for m in mail.outbox if "rejected our credentials" in m.subject]
     assert [m.to for m in alerts] == [[admin.user.email]]
 

@@ -524,3 +524,56 @@ def test_a_real_celery_worker_completes_the_push(world, programs, builtin, setti
     assert record.status == SyncRecord.DONE
     assert record.external_ids == {"deal": str(referral.public_id)}
     assert SyncAttempt.objects.filter(record=record, outcome="ok").exists()
+
+
+def test_a_successful_test_after_a_refused_token_sends_the_waiting_rows(
+        world, programs, django_capture_on_commit_callbacks, monkeypatch):
+    """Credentials refused -> rows wait; fixed credentials + Test connection -> all pushed."""
+    from integrations import connections, registry
+    from integrations.providers.base import Connector, CrmError, PushResult
+    from tests.referrals.factories import ReferralFactory
+
+    state = {"refuse": True, "pushed": []}
+
+    class Flaky(Connector):
+        batch_size = 1
+        rate_limit = (1000, 1)
+
+        def test_connection(self):
+            if state["refuse"]:
+                raise CrmError("token revoked", status=401, auth=True)
+            return "ok"
+
+        def push(self, payloads):
+            if state["refuse"]:
+                return {p.referral_id: CrmError("token revoked", status=401, auth=True)
+                        for p in payloads}
+            state["pushed"] += [p.referral_id for p in payloads]
+            return {p.referral_id: PushResult({"deal": p.referral_id}) for p in payloads}
+
+    monkeypatch.setitem(registry.CONNECTORS, "hubspot", f"{__name__}.Flaky")
+    globals()["Flaky"] = Flaky
+    admin = world.member("vendor", "admin")
+    connection = connections.connect(admin, provider="hubspot", credentials={"access_token": "x"})
+    names = ["Initech", "Hooli", "Vandelay"]  # three different accounts
+    referrals = [ReferralFactory(program=programs["acme"], partner=world.partner,
+                                 company_name=name, website=f"{name.lower()}.com")
+                 for name in names]
+    from referrals import services
+
+    for referral in referrals:
+        with django_capture_on_commit_callbacks(execute=True):
+            services.accept_referral(world.member("vendor", "partnerships"), referral)
+    statuses = sorted(SyncRecord.objects.filter(connection=connection)
+                      .values_list("status", flat=True))
+    assert statuses == ["failed", "pending", "pending"]
+    assert state["pushed"] == []
+
+    state["refuse"] = False
+    with django_capture_on_commit_callbacks(execute=True):
+        connections.test_connection(admin, connection)
+    connection.refresh_from_db()
+    assert connection.status == CrmConnection.ACTIVE
+    assert set(SyncRecord.objects.filter(connection=connection)
+               .values_list("status", flat=True)) == {"done"}
+    assert sorted(state["pushed"]) == sorted(str(r.public_id) for r in referrals)
