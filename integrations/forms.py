@@ -202,6 +202,13 @@ class PipedriveForm(ConnectForm):
     provider = CrmConnection.PIPEDRIVE
     credential_fields = ("api_token", "webhook_user", "webhook_password")
     optional_credentials = ("webhook_user", "webhook_password")
+
+    def clean_referral_id_field(self):
+        value = self.cleaned_data["referral_id_field"].strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{40}", value):
+            raise ValidationError("Paste the custom field's API key: 40 letters and digits, "
+                                  "shown in Pipedrive under Settings → Data fields.")
+        return value
     referral_id_help = ("Key of a custom field on deals and leads (the 40-character key in "
                         "Pipedrive's data fields settings).")
 
