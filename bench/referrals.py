@@ -7,7 +7,8 @@ Creates the bench database if it is missing, migrates, seeds the demo network an
 referrals up to --scale (only the missing amount, so reruns are quick), runs VACUUM ANALYZE and
 then times, per scenario, `--runs` requests through django.test.Client (the whole server side:
 middleware, view, queries, template) or direct calls of the conflict check. Prints p50/p95 in
-milliseconds and the number of SQL queries of one run. See bench/README.md.
+milliseconds, the number of SQL queries of a run and the median time spent in them.
+See bench/README.md.
 """
 
 import argparse
@@ -116,15 +117,25 @@ def measure(name, call, runs, warmup, explain):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    sql_time = [0.0]
+
+    def timed(execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            sql_time[0] += time.perf_counter() - started
+
     for _ in range(warmup):
         call()
     samples, sql_ms = [], []
     for _ in range(runs):
-        with CaptureQueriesContext(connection) as ctx:
+        sql_time[0] = 0.0
+        with CaptureQueriesContext(connection) as ctx, connection.execute_wrapper(timed):
             started = time.perf_counter()
             call()
             samples.append((time.perf_counter() - started) * 1000)
-        sql_ms.append(sum(float(q["time"]) for q in ctx.captured_queries) * 1000)
+        sql_ms.append(sql_time[0] * 1000)
     if explain:
         slowest = max(ctx.captured_queries, key=lambda q: float(q["time"]))
         with connection.cursor() as cursor:

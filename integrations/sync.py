@@ -137,22 +137,35 @@ def _push_batch(connection, connector, batch, summary) -> bool:
                                            transient=True) for p in payloads}
     auth_error = None
     soonest_retry = None
+    attempts_log = []
+    now = timezone.now()
     for referral_id, record in referrals.items():
         record.attempts = attempts[record.pk]
         outcome = results.get(referral_id) or CrmError("The CRM did not answer for this row.",
                                                        transient=True)
         if isinstance(outcome, CrmError):
-            state = _fail(record, outcome)
+            state = _fail(record, outcome, now)
             summary[state] += 1
             auth_error = auth_error or (outcome if outcome.auth else None)
             if state == "retry":
-                delay = (record.next_attempt_at - timezone.now()).total_seconds()
+                delay = (record.next_attempt_at - now).total_seconds()
                 soonest_retry = delay if soonest_retry is None else min(soonest_retry, delay)
+            attempts_log.append(SyncAttempt(record=record, at=now, outcome=state,
+                                            http_status=outcome.status,
+                                            message=outcome.message[:2000]))
         else:
-            _succeed(record, outcome)
+            _succeed(record, outcome, now)
             summary["pushed"] += 1
-    if summary["pushed"]:
-        CrmConnection.objects.filter(pk=connection.pk).update(last_success_at=timezone.now())
+            attempts_log.append(SyncAttempt(record=record, at=now, outcome="ok", message=", ".join(
+                f"{k} {v}" for k, v in outcome.external_ids.items())))
+    # One transaction and two statements for the whole batch, however many rows it holds.
+    with transaction.atomic():
+        SyncRecord.objects.bulk_update(
+            referrals.values(), ["status", "attempts", "next_attempt_at", "last_error",
+                                 "external_ids", "external_url", "synced_at", "updated_at"])
+        SyncAttempt.objects.bulk_create(attempts_log)
+        if summary["pushed"]:
+            CrmConnection.objects.filter(pk=connection.pk).update(last_success_at=now)
     if auth_error is not None:
         from integrations.connections import mark_connection_error
 
@@ -164,31 +177,23 @@ def _push_batch(connection, connector, batch, summary) -> bool:
     return auth_error is not None
 
 
-def _succeed(record, result) -> None:
-    now = timezone.now()
-    SyncRecord.objects.filter(pk=record.pk).update(
-        status=SyncRecord.DONE, attempts=record.attempts, external_ids=result.external_ids,
-        external_url=result.url, last_error="", synced_at=now, updated_at=now)
-    SyncAttempt.objects.create(record=record, outcome="ok",
-                               message=", ".join(f"{k} {v}" for k, v in
-                                                 result.external_ids.items()))
+def _succeed(record, result, now) -> None:
+    record.status, record.last_error = SyncRecord.DONE, ""
+    record.external_ids, record.external_url = result.external_ids, result.url
+    record.synced_at = record.updated_at = now
 
 
-def _fail(record, error: CrmError) -> str:
-    now = timezone.now()
+def _fail(record, error: CrmError, now) -> str:
     if error.transient and record.attempts < MAX_ATTEMPTS:
-        state, status = "retry", SyncRecord.PENDING
+        state, record.status = "retry", SyncRecord.PENDING
         record.next_attempt_at = now + timedelta(seconds=backoff(record.attempts,
                                                                  error.retry_after))
     elif error.transient:
-        state, status = "dead", SyncRecord.DEAD
+        state, record.status = "dead", SyncRecord.DEAD
     else:
-        state, status = "failed", SyncRecord.FAILED
-    SyncRecord.objects.filter(pk=record.pk).update(
-        status=status, attempts=record.attempts, last_error=error.message[:2000],
-        next_attempt_at=record.next_attempt_at, updated_at=now)
-    SyncAttempt.objects.create(record=record, outcome=state, http_status=error.status,
-                               message=error.message[:2000])
+        state, record.status = "failed", SyncRecord.FAILED
+    record.last_error = error.message[:2000]
+    record.updated_at = now
     return state
 
 

@@ -43,7 +43,8 @@ API_ERRORS = (AssociationsApiError, CompaniesApiError, ContactsApiError, DealsAp
 TIMEOUT = (5, 30)  # connect, read (seconds)
 # Private apps: 100 requests per 10 s on Free/Starter, 190 on Professional/Enterprise.
 REQUESTS_PER_10S = 100
-CALLS_PER_PUSH = 7  # companies, contacts, deals read, deals upsert, three association calls
+# companies, contacts, deals read (deals not pushed before), deals upsert, three associations
+CALLS_PER_PUSH = 7
 DEAL_PROPERTIES = ["dealname", "amount", "deal_currency_code", "dealstage", "pipeline",
                    "createdate", "closedate", "hs_lastmodifieddate", "hs_is_closed"]
 MAX_SEARCH_PAGES = 20  # per poll; the cursor carries on from there next time
@@ -142,6 +143,9 @@ class HubSpotConnector(Connector):
         except CrmError as exc:
             for referral_id in pending:
                 results.setdefault(referral_id, exc)
+        log.debug("HubSpot push for connection %s: %d referrals, %d not pushed",
+                  self.connection.pk, len(payloads),
+                  sum(isinstance(r, CrmError) for r in results.values()))
         return results
 
     def _push(self, pending: dict, results: dict) -> None:

@@ -46,9 +46,12 @@ def store_events(connection, events: list[dict]) -> list[WebhookEvent]:
     stored, deals = [], []
     with transaction.atomic():
         for event in events:
-            event_id = str(event.get("eventId", "")).strip()
-            if not event_id:
+            if not str(event.get("eventId", "")).strip():
                 continue
+            # HubSpot does not promise eventId is unique on its own; with the subscription
+            # and the time it is, and a replay still carries all three.
+            event_id = ":".join(str(event.get(k, "")).strip()
+                                for k in ("subscriptionId", "eventId", "occurredAt"))
             record, created = WebhookEvent.objects.get_or_create(
                 connection=connection, event_id=event_id[:200], defaults={"payload": event})
             if not created:
