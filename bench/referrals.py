@@ -170,6 +170,11 @@ def http_scenarios(scale):
          "Inbound referrals"),
         ("operator admin list", operator, "/referrals/", "Referrals"),
         ("operator admin list, page 50", operator, "/referrals/?page=50", page50),
+    ] + [
+        (f"{who}, sort={sort}", client, f"/referrals/?sort={sort}", "")
+        for who, client in (("partner list", owner), ("vendor inbox", vendor),
+                            ("operator admin list", operator))
+        for sort in ("-submitted_at", "submitted_at", "-amount_minor", "company_name")
     ]
 
 

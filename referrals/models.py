@@ -156,6 +156,12 @@ class Referral(models.Model):
             models.Index(fields=["partner", "-created_at"]),
             models.Index(fields=["partner", "submitted_by", "-created_at"]),
             models.Index(fields=["partner", "status", "-created_at"]),
+            # Every sort the lists offer, per scope (partner, vendor, network).
+            models.Index(fields=["partner", "-submitted_at"]),
+            models.Index(fields=["partner", "company_name"]),
+            models.Index(fields=["vendor", "company_name"]),
+            models.Index(fields=["network", "-submitted_at"]),
+            models.Index(fields=["network", "company_name"]),
             # Vendor inbox: the triage order (conflicts first, then oldest first) read straight
             # off the index; status filter, oldest first; value and partner filters (plus a
             # PostgreSQL-only value index, see migration 0004).

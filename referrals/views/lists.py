@@ -83,9 +83,9 @@ def filtered_referrals(request):
     if sort:
         name = sort.lstrip("-")
         field = F(name)
-        # NULLS LAST only where there can be NULLs: on a NOT NULL column it changes nothing but
-        # keeps PostgreSQL from reading the order off the (DESC NULLS FIRST) index.
-        nulls_last = True if Referral._meta.get_field(name).null else None
+        # Unknown values go last only for the deal value (its indexes say NULLS LAST); a draft's
+        # empty submission date sorts like PostgreSQL's indexes do, so they serve every order.
+        nulls_last = True if name == "amount_minor" else None
         expr = field.desc(nulls_last=nulls_last) if sort.startswith("-") \
             else field.asc(nulls_last=nulls_last)
         queryset = queryset.order_by(expr, "-pk")

@@ -511,3 +511,19 @@ def test_the_notice_goes_once_the_vendor_decided_for_the_later_partner(world, re
         reverse("referrals:detail", args=[second.public_id])).content.decode()
     assert "Accepted" in html
     assert "will decide which registration holds it" not in html
+
+
+def test_a_typo_is_found_even_among_many_similar_registrations(world, programs):
+    """Candidates are ranked by similarity, so fifty look-alikes cannot hide the real match."""
+    from referrals.conflicts import check_conflicts
+    from tests.referrals.factories import ReferralFactory
+
+    acme = programs["acme"]
+    for i in range(60):
+        ReferralFactory(program=acme, partner=world.partner2,
+                        company_name=f"Northwind Widget Works {i}", website=f"nww{i}.com")
+    typo = ReferralFactory(program=acme, partner=world.partner2,
+                           company_name="Northwind Widgte Works", website="nwwx.com")
+    check = check_conflicts(vendor_id=acme.vendor_id, domain="",
+                            normalized_name="northwind widget works", threshold=95)
+    assert typo.pk in {m.referral.pk for m in check.matches}
