@@ -6,13 +6,14 @@ won/lost when the deal closes, and hands won deals to the attribution engine.
 
 from django.db import IntegrityError, transaction
 
-from attribution.models import DealSnapshot
+from attribution.models import Attribution, DealSnapshot
 
 
-def attribute_deal(snapshot: DealSnapshot) -> None:
-    """The attribution entry point. The attribution engine fills this in; until then a won
-    deal is recorded and nothing more happens."""
-    return None
+def schedule_attribution(snapshot: DealSnapshot) -> None:
+    """Attribute after commit, in the attribution queue."""
+    from attribution.tasks import attribute_snapshot
+
+    transaction.on_commit(lambda: attribute_snapshot.delay(snapshot.pk))
 
 
 @transaction.atomic
@@ -35,6 +36,9 @@ def record_snapshot(*, vendor_id: int, provider: str, change, referral, outcome:
         from referrals.services import apply_crm_outcome
 
         apply_crm_outcome(referral, outcome, source=f"{provider} deal {change.external_deal_id}")
-    if outcome == DealSnapshot.WON:
-        transaction.on_commit(lambda: attribute_deal(snapshot))
+    # Won deals are attributed; later changes of an attributed deal are re-evaluated.
+    if outcome == DealSnapshot.WON or Attribution.objects.filter(
+            vendor_id=vendor_id, provider=provider,
+            external_deal_id=change.external_deal_id).exists():
+        schedule_attribution(snapshot)
     return snapshot

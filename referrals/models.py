@@ -40,6 +40,22 @@ class Program(models.Model):
     accepted_currencies = models.JSONField(default=list)
     fuzzy_threshold = models.PositiveSmallIntegerField(
         default=90, help_text="Name similarity (0-100) at which two companies are the same.")
+    # Attribution: how closed-won deals are credited (see attribution/engine.py).
+    FIRST_ACCEPTED, FIRST_SUBMITTED, LAST_TOUCH = "first_accepted", "first_submitted", "last_touch"
+    ATTRIBUTION_RULES = [(FIRST_ACCEPTED, "First accepted registration"),
+                         (FIRST_SUBMITTED, "First submitted registration"),
+                         (LAST_TOUCH, "Last registration before the deal")]
+    attribution_rule = models.CharField(max_length=20, choices=ATTRIBUTION_RULES,
+                                        default=FIRST_ACCEPTED)
+    attribution_window_days = models.PositiveIntegerField(
+        default=365, help_text="Days from registration to close within which a deal counts.")
+    dispute_window_days = models.PositiveIntegerField(
+        default=30, help_text="Days after an attribution during which it can be disputed.")
+    fuzzy_needs_review = models.BooleanField(
+        default=True, help_text="Attributions found by a similar name wait for a person.")
+    time_zone = models.CharField(
+        max_length=64, default="UTC",
+        help_text="The vendor's time zone: attribution windows count its calendar days.")
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = ProgramQuerySet.as_manager()

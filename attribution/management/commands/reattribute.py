@@ -1,0 +1,38 @@
+from datetime import UTC, date, datetime, time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import Organization
+from attribution.runner import backfill
+
+
+class Command(BaseCommand):
+    help = ("Re-run attribution for a vendor's won deals closed since a date, in batches. "
+            "Safe to repeat: unchanged deals are skipped, people's decisions are kept.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--vendor", required=True,
+                            help="Vendor organization: slug or public id.")
+        parser.add_argument("--since", required=True, type=date.fromisoformat,
+                            help="YYYY-MM-DD: deals closed on or after this day (UTC).")
+        parser.add_argument("--batch", type=int, default=500)
+
+    def handle(self, *args, vendor, since, batch, **options):
+        org = (Organization.objects.filter(kind="vendor", slug=vendor).first()
+               or _by_public_id(vendor))
+        if org is None:
+            raise CommandError(f"No vendor organization {vendor!r}.")
+        start = datetime.combine(since, time.min, UTC)
+
+        def progress(done, total):
+            self.stdout.write(f"{done}/{total} deals")
+
+        total = backfill(org.pk, start, batch=batch, progress=progress)
+        self.stdout.write(self.style.SUCCESS(f"Re-attributed {total} deals of {org.name}."))
+
+
+def _by_public_id(value):
+    try:
+        return Organization.objects.filter(kind="vendor", public_id=value).first()
+    except Exception:  # not a UUID
+        return None
