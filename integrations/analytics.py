@@ -51,10 +51,7 @@ def reset_client() -> None:
 
 def track(event: str, *, user_id=None, organization_id=None, properties: dict | None = None):
     """Record `event` once the current transaction commits."""
-    properties = dict(properties or {})
-    leaked = FORBIDDEN_PROPERTIES & set(properties)
-    if leaked:
-        raise ValueError(f"analytics events must not carry contact details: {sorted(leaked)}")
+    properties = _check(dict(properties or {}))
     if not settings.SEGMENT_WRITE_KEY:
         return
     user = str(user_id) if user_id else None
@@ -68,3 +65,30 @@ def track(event: str, *, user_id=None, organization_id=None, properties: dict | 
                       properties=properties, context={"groupId": group} if group else {})
 
     transaction.on_commit(send)
+
+
+def _check(properties: dict) -> dict:
+    leaked = FORBIDDEN_PROPERTIES & set(properties)
+    if leaked:
+        raise ValueError(f"analytics events must not carry contact details: {sorted(leaked)}")
+    return properties
+
+
+def identify(user, *, traits: dict | None = None) -> None:
+    """Tell Segment who a user is: ids and business traits only (no name, no email)."""
+    if not settings.SEGMENT_WRITE_KEY:
+        return
+    user_id, traits = str(user.public_id), _check(dict(traits or {}))
+    transaction.on_commit(lambda: client() and client().identify(user_id=user_id,
+                                                                 traits=traits))
+
+
+def group(user, organization, *, traits: dict | None = None) -> None:
+    """Tie a user to their organization (a Segment group) with the organization's facts."""
+    if not settings.SEGMENT_WRITE_KEY:
+        return
+    traits = _check({"kind": organization.kind, "status": organization.status,
+                     "country": str(organization.country or ""), **(traits or {})})
+    user_id, group_id = str(user.public_id), str(organization.public_id)
+    transaction.on_commit(lambda: client() and client().group(user_id=user_id,
+                                                              group_id=group_id, traits=traits))

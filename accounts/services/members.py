@@ -118,6 +118,9 @@ def accept_invitation(user, token: str) -> Membership:
     invitation.save(update_fields=["accepted_at", "accepted_by"])
     audit.record("invitation.accepted", invitation, actor=membership,
                  after={"role": membership.role})
+    from integrations import analytics
+
+    analytics.group(user, invitation.organization, traits={"role": membership.role})
     return membership
 
 

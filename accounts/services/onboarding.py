@@ -238,6 +238,12 @@ def _approve(org, *, actor, auto: bool) -> None:
         before=before,
         after={"status": org.status, "auto_approved": auto},
     )
+    from integrations import analytics
+
+    for owner in org.memberships.filter(status=Membership.ACTIVE).select_related("user"):
+        analytics.group(owner.user, org, traits={"auto_approved": auto})
+    analytics.track("Organization Approved", organization_id=org.public_id,
+                    properties={"kind": org.kind, "auto_approved": auto})
     send_templated_email(
         _owner_emails(org),
         "application_approved",

@@ -14,6 +14,15 @@ class LoginView(auth_views.LoginView):
     authentication_form = EmailLoginForm
     redirect_authenticated_user = True
 
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        from integrations import analytics
+
+        user = form.get_user()
+        analytics.identify(user, traits={"memberships": user.memberships.filter(
+            status="active").count()})
+        return response
+
 
 @login_required
 def no_membership(request):

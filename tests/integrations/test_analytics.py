@@ -91,3 +91,24 @@ def test_without_a_write_key_nothing_is_sent(world, programs, settings, httpserv
         services.accept_referral(world.member("vendor", "admin"), referral)
     assert httpserver.log == []
     assert analytics.client() is None
+
+
+def test_login_identifies_and_approval_groups_without_contact_details(
+        world, segment, client, django_capture_on_commit_callbacks):
+    from accounts import services
+
+    owner = world.others["pending_owner"]
+    with django_capture_on_commit_callbacks(execute=True):
+        services.approve_application(world.member("operator", "onboarding"), world.pending)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/accounts/login/", {"username": owner.user.email,
+                                         "password": "correct-horse-battery"})
+    events = _events(segment)
+    kinds = {e["type"] for e in events}
+    assert {"identify", "group", "track"} <= kinds
+    (grouping,) = [e for e in events if e["type"] == "group"]
+    assert grouping["groupId"] == str(world.pending.public_id)
+    assert grouping["userId"] == str(owner.user.public_id)
+    assert any(e.get("event") == "Organization Approved" for e in events)
+    payload = json.dumps(events)
+    assert owner.user.email not in payload and owner.user.full_name not in payload
