@@ -7,6 +7,7 @@ from accounts.services.guards import require
 from integrations.inbound import ingest_change
 from integrations.models import CrmConnection
 from integrations.providers.base import DealChange
+from referrals.models import TimelineEntry
 
 
 def current_stage(referral) -> str:
@@ -37,4 +38,10 @@ def move_stage(actor, referral, stage: str):
         currency=referral.currency, deal_created_at=referral.decided_at,
         closed_at=now if outcome in ("won", "lost") else None,
         raw={"stage": stage, "moved_by": actor.user.email})
-    return ingest_change(connection, change)
+    snapshot = ingest_change(connection, change)
+    # Partners follow the deal's progress on the referral's timeline.
+    TimelineEntry.objects.create(
+        referral=referral, kind=TimelineEntry.EVENT, author=actor.user,
+        author_organization_id=actor.organization_id,
+        body=f"Deal stage: {connection.stage_labels.get(stage, stage)}")
+    return snapshot
