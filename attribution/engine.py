@@ -109,7 +109,9 @@ def _ineligible_because(deal: DealFacts, c: CandidateFacts, settings: Settings) 
         return f"never accepted (status {c.status})"
     if c.submitted_at is None:
         return "never submitted"
-    created = deal.deal_created_at
+    # A deal without a creation date is judged at its close: never credit a registration
+    # made after the deal was already won.
+    created = deal.deal_created_at or deal.closed_at
     if created is not None:
         if c.submitted_at > created:
             return "registered after the deal was created"

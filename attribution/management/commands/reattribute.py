@@ -18,6 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=500)
 
     def handle(self, *args, vendor, since, batch, **options):
+        if isinstance(since, str):  # call_command(since="2026-01-01") skips the parser
+            since = date.fromisoformat(since)
         org = (Organization.objects.filter(kind="vendor", slug=vendor).first()
                or _by_public_id(vendor))
         if org is None:
