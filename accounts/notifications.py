@@ -24,6 +24,11 @@ KINDS = [
     ("enrolment_requested", "A partner asks to join our program"),
     ("enrolment_decided", "A vendor decides on our enrolment"),
     ("crm_connection_error", "Our CRM connection stops working"),
+    ("dispute_opened", "A dispute is opened on our deals or in my portfolio"),
+    ("dispute_message", "A new message on a dispute I take part in"),
+    ("dispute_updated", "A dispute I take part in moves on (response, review, withdrawal)"),
+    ("dispute_decided", "A dispute I take part in is decided"),
+    ("attribution_changed", "A deal's attribution to one of our referrals changes"),
 ]
 KIND_LABELS = dict(KINDS)
 

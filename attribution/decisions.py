@@ -22,9 +22,12 @@ def _lock(attribution) -> Attribution:
 
 
 @transaction.atomic
-def confirm_attribution(actor, attribution: Attribution, note: str = "") -> Attribution:
-    """A vendor decider or a channel manager in scope agrees with the engine."""
-    _require_decider(actor, attribution)
+def confirm_attribution(actor, attribution: Attribution, note: str = "", *,
+                        via_dispute=None) -> Attribution:
+    """A vendor decider or a channel manager in scope agrees with the engine. Through a
+    dispute the dispute service has already checked the decider."""
+    if via_dispute is None:
+        _require_decider(actor, attribution)
     attribution = _lock(attribution)
     if attribution.status in Attribution.HUMAN_DECIDED:
         raise ServiceError("This attribution was already decided by a person.")
@@ -50,6 +53,10 @@ def reassign_attribution(actor, attribution: Attribution, referral_public_id: st
         raise ServiceError("Write down why, for the partners and the audit trail.",
                            field="note")
     attribution = _lock(attribution)
+    if (via_dispute is None and actor.organization.kind == roles.VENDOR
+            and attribution.status in Attribution.HUMAN_DECIDED):
+        raise ServiceError("A person already decided this attribution; open a dispute to "
+                           "change it.")
     new_referral = None
     if referral_public_id:
         candidate = (AttributionCandidate.objects.select_related("referral", "partner")

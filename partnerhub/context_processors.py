@@ -8,10 +8,12 @@ from accounts.permissions import permissions_of
 NAV = [
     ("Dashboard", "home", roles.DASHBOARD_VIEW),
     ("Referrals", "referrals:list", roles.REFERRAL_VIEW),
+    ("Attributions", "attribution:list", roles.REFERRAL_VIEW),
     ("Programs", "referrals:programs", roles.DASHBOARD_VIEW),
     ("Applications", "accounts:application_queue", roles.APPLICATIONS_REVIEW),
     ("Organizations", "accounts:organizations", roles.ORGANIZATION_VIEW),
     ("User lookup", "accounts:user_lookup", roles.USERS_LOOKUP),
+    ("Disputes", "attribution:dispute_queue", roles.DISPUTE_RESOLVE),
     ("Audit log", "accounts:audit_log", roles.AUDIT_VIEW),
     ("Team", "accounts:team", roles.MEMBERS_VIEW),
     ("CRM", "integrations:connection", roles.CRM_MANAGE),

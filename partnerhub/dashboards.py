@@ -8,7 +8,9 @@ from datetime import timedelta
 from statistics import median
 
 from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from accounts import roles
 from accounts.models import AuditEvent, Membership, Organization
@@ -104,6 +106,70 @@ def _referrals_tile(membership, perms):
     return tile
 
 
+ATTRIBUTION_METRICS_DAYS = 90
+
+
+def _pct(rate) -> str:
+    return "–" if rate is None else f"{rate:.0%}"
+
+
+def _attribution_kpis(metrics, since, **scope) -> list[tuple[str, str, str]]:
+    """(value, label, link to the filtered attribution list) for each metric."""
+    def link(**params):
+        query = {**scope, "attributed_from": since.isoformat(), **params}
+        return f"{reverse('attribution:list')}?{urlencode(query)}"
+
+    days = metrics.median_days_to_resolve
+    return [
+        (str(metrics.attributions), "won deals attributed", link()),
+        (_pct(metrics.automatic_rate), "attributed automatically",
+         link(status="auto_confirmed")),
+        (_pct(metrics.review_rate), "needed review", link(reviewed="yes")),
+        (str(metrics.needs_review), "waiting for review", link(status="needs_review")),
+        (_pct(metrics.dispute_rate), "disputed", link(disputed="yes")),
+        ("–" if days is None else f"{days:g} d", "median time to resolve a dispute",
+         link(disputed="yes")),
+        (_pct(metrics.overturn_rate), "of decided disputes overturned",
+         link(disputed="yes", status="overturned")),
+    ]
+
+
+def attribution_metrics_tile(membership, *, compute: bool = True):
+    """Attribution health over the last 90 days: the network's (and its busiest vendors') for
+    those who run the network, a vendor's own for those who run its program; None for others.
+
+    The dashboard only places the tile (compute=False: no queries); its numbers load right
+    after, from attribution:metrics_tile, so the dashboard's own cost does not grow."""
+    perms = permissions_of(membership)
+    org = membership.organization
+    if roles.NETWORK_MANAGE in perms:
+        tile = {"title": "Attribution across the network", "network": True}
+    elif org.kind == roles.VENDOR and roles.PROGRAM_MANAGE in perms:
+        tile = {"title": "Attribution of your deals", "network": False}
+    else:
+        return None
+    tile["days"] = ATTRIBUTION_METRICS_DAYS
+    if not compute:
+        return tile
+    from attribution.metrics import attribution_metrics, metrics_by_vendor
+
+    since = timezone.now() - timedelta(days=ATTRIBUTION_METRICS_DAYS)
+    day = timezone.localdate(since)
+    if tile["network"]:
+        metrics = attribution_metrics(org.network_id, since=since)
+        tile["by_vendor"] = [
+            {"vendor": vendor, "metrics": m,
+             "automatic": _pct(m.automatic_rate), "review": _pct(m.review_rate),
+             "dispute": _pct(m.dispute_rate), "overturn": _pct(m.overturn_rate),
+             "link": f"{reverse('attribution:list')}?"
+                     f"{urlencode({'vendor': vendor.public_id, 'attributed_from': day})}"}
+            for vendor, m in metrics_by_vendor(org.network_id, since=since, limit=8)]
+    else:
+        metrics = attribution_metrics(org.network_id, vendor_ids=[org.pk], since=since)
+    tile["kpis"] = _attribution_kpis(metrics, day)
+    return tile
+
+
 def dashboard_context(membership) -> dict:
     perms = permissions_of(membership)
     role = membership.role_def
@@ -116,6 +182,7 @@ def dashboard_context(membership) -> dict:
         context["can_submit"] = roles.REFERRAL_SUBMIT in perms
     if roles.NETWORK_MANAGE in perms:
         context["network_kpis"] = _network_tile(membership)
+    context["attribution_metrics"] = attribution_metrics_tile(membership, compute=False)
     if roles.APPLICATIONS_REVIEW in perms:
         context["applications"] = _applications_tile(membership)
     if role.scope == roles.PORTFOLIO:

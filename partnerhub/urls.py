@@ -28,5 +28,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("referrals.urls")),
     path("", include("integrations.urls")),
+    path("", include("attribution.urls")),
     path("django-admin/", admin.site.urls),
 ]

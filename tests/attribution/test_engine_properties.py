@@ -71,7 +71,7 @@ def _eligible(deal: DealFacts, c: CandidateFacts, program: Settings) -> bool:
     """The eligibility rules of the issue, written out independently of the engine."""
     if c.status not in WAS_ACCEPTED or c.accepted_at is None or c.submitted_at is None:
         return False
-    created = deal.deal_created_at
+    created = deal.deal_created_at or deal.closed_at  # a dateless deal is judged at close
     if created is not None:
         if c.submitted_at > created:
             return False
