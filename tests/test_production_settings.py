@@ -20,7 +20,9 @@ GOOD = {
 def manage(*args, **env):
     clean = {k: v for k, v in os.environ.items()
              if k not in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "FIELD_ENCRYPTION_KEY",
-                          "DJANGO_ENV", "DEBUG")}
+                          "DJANGO_ENV", "DEBUG",
+                          # set for Playwright by tests/browser/conftest.py in this process
+                          "DJANGO_ALLOW_ASYNC_UNSAFE")}
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True,
                           text=True, env={**clean, "DJANGO_SETTINGS_MODULE": "partnerhub.settings",
                                           **env}, timeout=120)
