@@ -6,11 +6,14 @@
 Creates the bench database if it is missing, migrates, seeds the demo network, tops the
 referrals up to --referrals (referrals.demo.seed_scale) and the won deals of the demo vendors up
 to --deals (one DealSnapshot each: most share a referral's domain, some carry our referral id,
-some have a misspelt name, some match nothing), runs VACUUM ANALYZE, clears earlier
-attributions and then times attribution.runner.backfill for every vendor twice: a first run
-that attributes every deal, and a second run on unchanged inputs (the digest short-circuit).
-Prints deals per second, SQL queries per deal and the time spent in SQL, what the deals were
-attributed to, and EXPLAIN ANALYZE of the candidate lookups. See bench/README.md.
+some have a misspelt name, some match nothing), runs VACUUM ANALYZE, and then, per scenario,
+clears the bench deals' attributions and times attribution.runner.backfill for each vendor
+twice: a first run that attributes every deal, and a re-run on unchanged inputs (the digest
+short-circuit). Scenarios: the programs with fuzzy-name matching off (fuzzy_threshold 100, all
+deals) and as seeded (fuzzy names on, the latest --fuzzy-sample deals: each deal's trigram
+lookup is what costs). Prints deals per second, SQL queries per deal and the time in them,
+what the deals were attributed to, and EXPLAIN ANALYZE of each candidate lookup.
+See bench/README.md.
 """
 
 import argparse
@@ -47,11 +50,11 @@ def parse_args():
                         help="won deals of the demo vendors (default 100000)")
     parser.add_argument("--batch", type=int, default=500, help="backfill batch size")
     parser.add_argument("--runs", default="first,unchanged",
-                        help="timed runs, in order: first (fresh attributions), unchanged (re-run); "
-             "'' only prepares the database")
-    parser.add_argument("--fuzzy-sample", type=int, default=1000,
+                        help="timed runs per scenario, in order: first (fresh attributions), "
+                             "unchanged (re-run); '' only prepares the database")
+    parser.add_argument("--fuzzy-sample", type=int, default=200,
                         help="time the programs as seeded (fuzzy names on) on the latest N "
-                             "deals only (default 1000; 0 skips)")
+                             "deals only (default 200; 0 skips)")
     parser.add_argument("--exact-sample", type=int, default=0,
                         help="time the programs with fuzzy names off (threshold 100) on the "
                              "latest N deals only (default 0: all of them; -1 skips)")
@@ -216,7 +219,7 @@ class QueryCounter:
 
     def __init__(self):
         self.count, self.seconds = 0, 0.0
-        self.kinds = Counter()
+        self.kinds, self.kind_seconds = Counter(), Counter()
         self.examples = {}
 
     def __call__(self, execute, sql, params, many, context):
@@ -229,7 +232,9 @@ class QueryCounter:
         try:
             return execute(sql, params, many, context)
         finally:
-            self.seconds += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.seconds += elapsed
+            self.kind_seconds[kind] += elapsed
 
 
 def _kind(sql: str) -> str:
@@ -274,7 +279,8 @@ def timed_backfill(label, vendors, since, batch):
             total += backfill(vendor.pk, since, batch=batch, progress=progress)
     elapsed = time.perf_counter() - started
     return dict(label=label, deals=total, seconds=elapsed, queries=counter.count,
-                sql=counter.seconds, kinds=counter.kinds, examples=counter.examples)
+                sql=counter.seconds, kinds=counter.kinds, kind_seconds=counter.kind_seconds,
+                examples=counter.examples)
 
 
 def latest_deals_since(vendors, count):
@@ -283,9 +289,12 @@ def latest_deals_since(vendors, count):
 
     from attribution.models import DealSnapshot
 
-    closed = (DealSnapshot.objects.filter(vendor__in=vendors, outcome=DealSnapshot.WON)
-              .order_by("-closed_at").values_list("closed_at", flat=True)[count - 1:count])
-    return closed[0] if count and closed else datetime(2000, 1, 1, tzinfo=UTC)
+    everything = datetime(2000, 1, 1, tzinfo=UTC)
+    if count <= 0:
+        return everything
+    closed = list(DealSnapshot.objects.filter(vendor__in=vendors, outcome=DealSnapshot.WON)
+                  .order_by("-closed_at").values_list("closed_at", flat=True)[count - 1:count])
+    return closed[0] if closed else everything
 
 
 def with_fuzzy_threshold(vendors, threshold):
@@ -312,7 +321,9 @@ def explain(examples) -> None:
     for kind, (sql, params) in sorted(examples.items()):
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
+            # Long IN lists make long plan lines: the shape is what matters.
+            plan = "\n".join(row[0] if len(row[0]) < 240 else row[0][:240] + " ..."
+                             for row in cursor.fetchall())
         verdict = ("NOT INDEXED: sequential scan of the referrals" if
                    "Seq Scan on referrals_referral" in plan else "indexed")
         shown = sql if len(sql) < 600 else sql[:600] + " ..."
@@ -395,8 +406,10 @@ def main():
               f"| {r['sql']:>5.1f} | {100 * r['sql'] / r['seconds']:>5.0f} |")
     for r in results:
         deals = r["deals"] or 1
-        print(f"\n{r['label']}, queries per 1,000 deals: " + ", ".join(
-            f"{kind} {1000 * n / deals:.1f}" for kind, n in sorted(r["kinds"].items())))
+        print(f"\n{r['label']}, per 1,000 deals: queries (ms in them) by kind:\n  " +
+              "\n  ".join(f"{kind}: {1000 * n / deals:.1f} "
+                          f"({1e6 * r['kind_seconds'][kind] / deals:.1f} ms)"
+                          for kind, n in sorted(r["kinds"].items())))
     examples = {}
     for r in results:
         examples = {**r["examples"], **examples}
