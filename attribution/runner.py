@@ -16,7 +16,7 @@ import json
 from collections import defaultdict
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Case, Q, When
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -37,7 +37,8 @@ def settings_for(snapshot: DealSnapshot, programs: dict | None = None) -> engine
         program = programs[snapshot.vendor_id]
     else:
         program = (Program.objects.filter(vendor_id=snapshot.vendor_id)
-                   .order_by("-status", "created_at").first())
+                   .order_by(Case(When(status="active", then=0), default=1), "created_at")
+                   .first())
         if programs is not None:
             programs[snapshot.vendor_id] = program
     if program is None:
@@ -129,10 +130,12 @@ def _facts(referral: Referral) -> engine.CandidateFacts:
         protected_until=referral.protected_until)
 
 
-def _digest(deal, candidates, settings) -> str:
+def _digest(deal, candidates, settings, money=()) -> str:
+    # The amount is not a decision input, but commissions follow it: a new amount must move
+    # the attribution to the new snapshot and show in its history.
     payload = json.dumps([deal.__dict__, sorted((c.__dict__ for c in candidates),
                                                 key=lambda c: c["referral_id"]),
-                          settings.__dict__], default=str, sort_keys=True)
+                          settings.__dict__, list(money)], default=str, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -231,7 +234,7 @@ def _network_ids(snapshots) -> dict:
 def _decide(snapshot, deal, settings, referrals, existing, networks, writes) -> Attribution:
     referrals = {str(r.public_id): r for r in referrals}
     facts = [_facts(r) for r in referrals.values()]
-    digest = _digest(deal, facts, settings)
+    digest = _digest(deal, facts, settings, (snapshot.amount_minor, snapshot.currency))
     if existing is not None and existing.inputs_digest == digest:
         return existing  # same inputs, same answer: nothing to write
     decision = engine.decide(deal, facts, settings)
@@ -263,10 +266,10 @@ def _decide(snapshot, deal, settings, referrals, existing, networks, writes) -> 
                              match=v.match, reason=v.reason[:200])
         for v in decision.verdicts]
     after = _summary(attribution)
-    if before != after or existing is None:
-        writes.changes.append(AttributionChange(
-            attribution=attribution, before=before, after=after,
-            reason="attributed" if existing is None else "deal changed; re-evaluated"))
+    # Past the digest check, an existing attribution's inputs did change: always say so.
+    writes.changes.append(AttributionChange(
+        attribution=attribution, before=before, after=after,
+        reason="attributed" if existing is None else "deal changed; re-evaluated"))
     return attribution
 
 

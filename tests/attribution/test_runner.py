@@ -361,9 +361,6 @@ def test_a_later_close_date_outside_the_window_re_evaluates_and_records(
     assert history(attribution)[-1] == "deal changed; re-evaluated"
 
 
-@pytest.mark.xfail(strict=True, reason="runner: the inputs digest covers DealFacts only, so "
-                   "a new amount is neither evaluated (attribution.snapshot stays on the old "
-                   "version) nor recorded in the attribution's history")
 def test_a_later_amount_change_is_evaluated_and_recorded(world, programs, pipeline,
                                                          run_on_commit):
     referral, first_won, attribution = won_deal(world, programs, run_on_commit)
@@ -376,8 +373,6 @@ def test_a_later_amount_change_is_evaluated_and_recorded(world, programs, pipeli
     assert len(history(attribution)) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="runner: a re-evaluation that keeps the same winner "
-                   "writes no AttributionChange, so the history misses the deal change")
 def test_a_later_close_date_that_keeps_the_winner_is_recorded(world, programs, pipeline,
                                                               run_on_commit):
     referral, first_won, attribution = won_deal(world, programs, run_on_commit)
@@ -518,8 +513,6 @@ def test_the_program_time_zone_decides_the_window(world, programs, pipeline, run
     assert attribution.referral == referral
 
 
-@pytest.mark.xfail(strict=True, reason="runner.settings_for: order_by('-status') sorts "
-                   "'paused' before 'active', so an unlinked deal follows a paused program")
 def test_an_unlinked_deal_follows_the_vendors_open_program(world, programs, pipeline,
                                                           run_on_commit):
     from tests.referrals.factories import ProgramFactory
