@@ -16,7 +16,7 @@ import json
 from collections import defaultdict
 
 from django.db import connection, transaction
-from django.db.models import Case, Q, When
+from django.db.models import Case, Exists, OuterRef, Q, When
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -323,15 +323,19 @@ _DECIDED_ON = ("vendor", "provider", "external_deal_id", "referral", "account_do
 
 
 def backfill(vendor_id: int, since, batch: int = 500, progress=None) -> int:
-    """Re-run attribution for the vendor's won deals closed since `since`, latest snapshot
-    of each deal, in batches (one transaction each). Returns how many deals were processed."""
+    """Re-run attribution for the vendor's deals won (closed) since `since`, judging each by
+    its newest snapshot whatever it says now (a deal reopened since stays flagged), in batches
+    (one transaction each). Returns how many deals were processed."""
+    won_since = DealSnapshot.objects.filter(
+        vendor_id=OuterRef("vendor_id"), provider=OuterRef("provider"),
+        external_deal_id=OuterRef("external_deal_id"), outcome=DealSnapshot.WON,
+        closed_at__gte=since)
+    of_deals = DealSnapshot.objects.filter(vendor_id=vendor_id).filter(Exists(won_since))
     if connection.vendor == "postgresql":
-        ids = list(DealSnapshot.objects.filter(vendor_id=vendor_id, outcome=DealSnapshot.WON,
-                                               closed_at__gte=since)
-                   .order_by("provider", "external_deal_id", "-received_at", "-pk")
+        ids = list(of_deals.order_by("provider", "external_deal_id", "-received_at", "-pk")
                    .distinct("provider", "external_deal_id").values_list("pk", flat=True))
     else:
-        ids = _latest_per_deal_portable(vendor_id, since)
+        ids = _latest_per_deal_portable(of_deals)
     done = 0
     for start in range(0, len(ids), batch):
         attribute_deals(DealSnapshot.objects.filter(pk__in=ids[start:start + batch])
@@ -342,15 +346,11 @@ def backfill(vendor_id: int, since, batch: int = 500, progress=None) -> int:
     return done
 
 
-def _latest_per_deal_portable(vendor_id, since) -> list[int]:
+def _latest_per_deal_portable(snapshots) -> list[int]:
     seen, ids = set(), []
-    for pk, provider, deal in (DealSnapshot.objects
-                               .filter(vendor_id=vendor_id, outcome=DealSnapshot.WON,
-                                       closed_at__gte=since)
-                               .order_by("-received_at", "-pk")
+    for pk, provider, deal in (snapshots.order_by("-received_at", "-pk")
                                .values_list("pk", "provider", "external_deal_id")):
         if (provider, deal) not in seen:
             seen.add((provider, deal))
             ids.append(pk)
     return ids
-

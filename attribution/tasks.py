@@ -7,9 +7,14 @@ from attribution.runner import attribute_deal
 @shared_task(acks_late=True)
 def attribute_snapshot(snapshot_id: int) -> str | None:
     """Idempotent: the runner compares an inputs digest, so a retry writes nothing."""
-    snapshot = (DealSnapshot.objects.select_related("vendor", "referral", "referral__program")
-                .filter(pk=snapshot_id).first())
-    if snapshot is None:
+    given = DealSnapshot.objects.filter(pk=snapshot_id).first()
+    if given is None:
         return None
+    # Always judge the deal's newest version: a late retry for an older one must not undo
+    # what a newer snapshot (say, a reopened deal) already decided.
+    snapshot = (DealSnapshot.objects.select_related("vendor", "referral", "referral__program")
+                .filter(vendor_id=given.vendor_id, provider=given.provider,
+                        external_deal_id=given.external_deal_id)
+                .order_by("-received_at", "-pk").first())
     attribution = attribute_deal(snapshot)
     return str(attribution.public_id) if attribution else None

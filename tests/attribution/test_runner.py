@@ -587,9 +587,6 @@ def test_reattribute_accepts_since_as_text_from_call_command(world, programs, pi
     assert Attribution.objects.count() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="runner.backfill takes each deal's latest *won* "
-                   "snapshot, so a deal reopened since is re-decided on stale facts and its "
-                   "needs_review flag is cleared")
 def test_reattribute_keeps_a_reopened_deal_flagged(world, programs, pipeline, run_on_commit):
     referral, _, attribution = won_deal(world, programs, run_on_commit)
     move(world, referral, "proposal", run_on_commit)
@@ -599,8 +596,6 @@ def test_reattribute_keeps_a_reopened_deal_flagged(world, programs, pipeline, ru
     assert attribution.status == Attribution.NEEDS_REVIEW
 
 
-@pytest.mark.xfail(strict=True, reason="runner.attribute_deal evaluates whatever snapshot it "
-                   "is given: a late retry for an older won version overrides a newer one")
 def test_a_late_task_for_an_older_version_does_not_undo_a_newer_one(world, programs, pipeline,
                                                                     run_on_commit):
     referral, won, attribution = won_deal(world, programs, run_on_commit)
