@@ -243,6 +243,8 @@ def _kind(sql: str) -> str:
     if verb in ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "SET"):
         return "transaction"
     lowered = sql.lower()
+    if "pg_advisory_xact_lock" in lowered:
+        return "vendor lock"
     after = {"SELECT": " from ", "DELETE": " from ", "INSERT": " into ", "UPDATE": "update "}
     table = (lowered.split(after[verb], 1)[1].split(None, 1)[0].strip('"')
              if verb in after and after[verb] in lowered else "")
@@ -319,6 +321,9 @@ def explain(examples) -> None:
     from django.db import connection
 
     for kind, (sql, params) in sorted(examples.items()):
+        if kind == "candidates: similar names":
+            # The chunk's LATERAL join runs one lookup per name: EXPLAIN ANALYZE one name.
+            kind, params = "candidates: similar names (one name)", [params[0][:1], *params[1:]]
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
             # Long IN lists make long plan lines: the shape is what matters.
@@ -327,7 +332,7 @@ def explain(examples) -> None:
         verdict = ("NOT INDEXED: sequential scan of the referrals" if
                    "Seq Scan on referrals_referral" in plan else "indexed")
         shown = sql if len(sql) < 600 else sql[:600] + " ..."
-        print(f"\n-- {kind} ({verdict}), one chunk's lookup:\n{shown}\n{plan}")
+        print(f"\n-- {kind} ({verdict}):\n{shown}\n{plan}")
 
 
 def outcome_summary():
