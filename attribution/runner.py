@@ -317,9 +317,11 @@ def _deal_no_longer_won(existing, snapshot):
     return existing
 
 
-# What attribution reads of a snapshot (not the CRM's raw payload, which can be large).
+# What attribution reads of a snapshot (not the CRM's raw payload, which can be large). A
+# field missing here costs a query per deal: bench/attribution.py shows it.
 _DECIDED_ON = ("vendor", "provider", "external_deal_id", "referral", "account_domain",
-               "account_name", "outcome", "deal_created_at", "closed_at")
+               "account_name", "amount_minor", "currency", "outcome", "deal_created_at",
+               "closed_at")
 
 
 def backfill(vendor_id: int, since, batch: int = 500, progress=None) -> int:
