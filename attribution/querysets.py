@@ -11,7 +11,7 @@ from accounts.querysets import in_portfolio
 class AttributionQuerySet(models.QuerySet):
     def visible_to(self, membership):
         """Vendors see attributions of their deals; a partner sees those where one of its
-        referrals was a candidate (reps: their own referrals); operators their network or
+        referrals matched the deal (reps: their own referrals); operators their network or
         portfolio. Everything else is out of scope."""
         if roles.REFERRAL_VIEW not in permissions_of(membership):
             return self.none()
@@ -28,8 +28,11 @@ class AttributionQuerySet(models.QuerySet):
                 return mine.filter(Exists(candidate))
             return mine
         if org.kind == roles.PARTNER:
+            # Only where its referral matched the deal: a name the engine scored and found not
+            # similar enough says nothing about the partner's account, and the deal is not its
+            # business.
             candidate = apps.get_model("attribution", "AttributionCandidate").objects.filter(
-                attribution_id=OuterRef("pk"), partner_id=org.pk)
+                attribution_id=OuterRef("pk"), partner_id=org.pk).exclude(match="none")
             if scope == roles.OWN:
                 candidate = candidate.filter(referral__submitted_by_id=membership.user_id)
             return self.filter(Exists(candidate))

@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from attribution import engine
 from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
+from referrals.conflicts import trigram_floor
 from referrals.models import Program, Referral
 from referrals.normalize import normalize_company_name
 
@@ -95,7 +96,8 @@ def _candidates(deals) -> list[list[Referral]]:
         fuzzy = [i for i in members if deals[i][1].normalized_name and deals[i][2] < 100]
         if fuzzy and connection.vendor == "postgresql":
             similar = _similar_names(vendor_id,
-                                     sorted({deals[i][1].normalized_name for i in fuzzy}))
+                                     sorted({deals[i][1].normalized_name for i in fuzzy}),
+                                     min(deals[i][2] for i in fuzzy))
             missing = {pk for pks in similar.values() for pk in pks} - by_pk.keys()
             loaded = {**by_pk, **of_vendor.in_bulk(missing)}
             for i in fuzzy:
@@ -104,11 +106,15 @@ def _candidates(deals) -> list[list[Referral]]:
     return [list(f.values()) for f in found]
 
 
-def _similar_names(vendor_id: int, names: list[str]) -> dict[str, list[int]]:
+def _similar_names(vendor_id: int, names: list[str], threshold: int) -> dict[str, list[int]]:
     """For each name, the ids of the vendor's (non-draft) referrals whose normalized name is
     trigram-similar (pg_trgm `%`, the GIN index of migration 0004), most similar first."""
     table = Referral._meta.db_table
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The same floor as the conflict check, set here: `%` otherwise reads whatever the
+        # transaction last set (a submission's conflict check), and a re-run must not differ.
+        cursor.execute("SELECT set_config('pg_trgm.similarity_threshold', %s, true)",
+                       [str(trigram_floor(threshold))])
         cursor.execute(
             f"SELECT q.name, r.id FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL ("
             f" SELECT id FROM {table} WHERE vendor_id = %s AND NOT (status = 'draft')"

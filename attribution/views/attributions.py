@@ -118,8 +118,9 @@ class PartnerRow:
 
 def own_candidates(membership):
     """The viewer's candidate rows: its organization's referrals (a rep: the ones it
-    submitted)."""
-    rows = AttributionCandidate.objects.filter(partner_id=membership.organization_id)
+    submitted) that matched the deal, as in AttributionQuerySet.visible_to."""
+    rows = AttributionCandidate.objects.filter(
+        partner_id=membership.organization_id).exclude(match="none")
     if membership.role_def.scope == roles.OWN:
         rows = rows.filter(referral__submitted_by_id=membership.user_id)
     return rows.select_related("referral").order_by("referral__submitted_at", "pk")

@@ -700,3 +700,20 @@ def test_a_vendor_sales_rep_sees_attributions_of_assigned_referrals_only(world, 
     attribution, first, _ = contested
     services.assign_referral(world.member("vendor", "admin"), first, sales)
     assert set(Attribution.objects.visible_to(sales)) == {attribution}
+
+
+def test_a_partner_whose_name_was_scored_but_did_not_match_does_not_see_the_deal(
+        world, programs, pipeline, run_on_commit):
+    """The fuzzy lookup scores look-alike names; one below the threshold is a dropped
+    candidate ("none") for the vendor's eyes, not a reason to show the partner the deal."""
+    near = accept(world, register(world, programs, partner=world.partner2,
+                                  company="Initech Software", website="https://initech-software.com"))
+    crm_change(pipeline, run_on_commit, "CRM-5", version="1", account_domain="initech.com",
+               account_name="Initech Softworks", deal_created_at=timezone.now(),
+               closed_at=timezone.now())
+    attribution = attribution_of("CRM-5")
+    row = AttributionCandidate.objects.get(attribution=attribution, referral=near)
+    assert (row.match, row.kept) == ("none", False)
+    assert attribution.partner_id is None
+    assert not Attribution.objects.visible_to(world.others["partner2_owner"]).exists()
+    assert list(Attribution.objects.visible_to(world.member("vendor", "admin"))) == [attribution]
