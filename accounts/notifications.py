@@ -29,6 +29,12 @@ KINDS = [
     ("dispute_updated", "A dispute I take part in moves on (response, review, withdrawal)"),
     ("dispute_decided", "A dispute I take part in is decided"),
     ("attribution_changed", "A deal's attribution to one of our referrals changes"),
+    ("commissions_payable", "Commissions are ready for our approval"),
+    ("commission_rejected", "The vendor rejects one of our commissions"),
+    ("payout_batch", "A payout batch needs my approval or was sent"),
+    ("payout_sent", "A payout to us is sent"),
+    ("payout_failed", "A payout to us fails"),
+    ("payout_account", "Our payout account needs attention"),
 ]
 KIND_LABELS = dict(KINDS)
 

@@ -9,6 +9,7 @@ from accounts import audit, roles
 from accounts.errors import ServiceError
 from accounts.services.guards import require
 from attribution.models import Attribution, AttributionCandidate, AttributionChange
+from attribution.services import attribution_changed
 
 
 def _summary(a: Attribution) -> dict:
@@ -98,3 +99,4 @@ def _record(actor, attribution, action, before, note):
                  after={**after, "note": note}, network_id=attribution.network_id)
     AttributionChange.objects.create(attribution=attribution, actor=actor.user,
                                      reason=action.split(".")[1], before=before, after=after)
+    attribution_changed([attribution.pk])

@@ -4,9 +4,23 @@
 won/lost when the deal closes, and hands won deals to the attribution engine.
 """
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils.module_loading import import_string
 
 from attribution.models import Attribution, DealSnapshot
+
+
+def attribution_changed(attribution_ids) -> None:
+    """After commit, hand changed attributions to whoever follows them (the tasks listed in
+    ATTRIBUTION_CHANGE_TASKS: the payouts app's commission sync). Named in settings rather
+    than imported, so dependencies keep pointing one way (payouts builds on attribution)."""
+    ids = sorted({pk for pk in attribution_ids if pk is not None})
+    if not ids:
+        return
+    for path in settings.ATTRIBUTION_CHANGE_TASKS:
+        task = import_string(path)
+        transaction.on_commit(lambda task=task: task.delay(ids))
 
 
 def schedule_attribution(snapshot: DealSnapshot) -> None:

@@ -2,6 +2,7 @@ from celery import shared_task
 
 from attribution.models import DealSnapshot
 from attribution.runner import attribute_deal
+from attribution.services import attribution_changed
 
 
 @shared_task(acks_late=True)
@@ -17,4 +18,8 @@ def attribute_snapshot(snapshot_id: int) -> str | None:
                         external_deal_id=given.external_deal_id)
                 .order_by("-received_at", "-pk").first())
     attribution = attribute_deal(snapshot)
+    if attribution is not None:
+        # Also when the runner kept a person's decision: the deal itself may have been lost,
+        # and commissions follow the deal.
+        attribution_changed([attribution.pk])
     return str(attribution.public_id) if attribution else None

@@ -180,6 +180,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "crm-push-safety-net": {"task": "integrations.tasks.push_due", "schedule": 60},
     "crm-poll": {"task": "integrations.tasks.poll_all", "schedule": 5 * 60},
+    "commission-release": {"task": "payouts.tasks.release_commissions",
+                           "schedule": crontab(minute=15)},
+    "commission-reconcile": {"task": "payouts.tasks.reconcile_commissions",
+                             "schedule": crontab(hour=3, minute=30)},
+    "payout-sweep": {"task": "payouts.tasks.sweep_stuck_payouts", "schedule": 10 * 60},
 }
 
 # --- Email -----------------------------------------------------------------------------
@@ -230,6 +235,14 @@ SEGMENT_WRITE_KEY = envstr("SEGMENT_WRITE_KEY", "")
 SEGMENT_HOST = envstr("SEGMENT_HOST", "")  # default: Segment's own API
 SEGMENT_SYNC_MODE = envbool("SEGMENT_SYNC_MODE", False)
 
+# --- Payments (Stripe Connect); payouts stay off without an API key -------------------
+STRIPE_API_KEY = envstr("STRIPE_API_KEY", "")
+STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET", "")
+# Stripe's own addresses by default; tests point the real SDK at a local fake.
+STRIPE_API_BASE = envstr("STRIPE_API_BASE", "")
+STRIPE_CONNECT_BASE = envstr("STRIPE_CONNECT_BASE", "")
+STRIPE_MAX_NETWORK_RETRIES = envint("STRIPE_MAX_NETWORK_RETRIES", 2)
+
 # --- Product settings ------------------------------------------------------------------
 INVITATION_TTL_DAYS = envint("INVITATION_TTL_DAYS", 7)
 EMAIL_VERIFICATION_TTL_DAYS = envint("EMAIL_VERIFICATION_TTL_DAYS", 3)
@@ -244,3 +257,6 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"},
                 "celery.app.trace": {"level": "WARNING" if not PRODUCTION else "INFO"}},
 }
+
+# Tasks told (after commit) which attributions changed: commissions follow attributions.
+ATTRIBUTION_CHANGE_TASKS = ["payouts.tasks.sync_commissions"]

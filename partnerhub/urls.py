@@ -29,5 +29,6 @@ urlpatterns = [
     path("", include("referrals.urls")),
     path("", include("integrations.urls")),
     path("", include("attribution.urls")),
+    path("", include("payouts.urls")),
     path("django-admin/", admin.site.urls),
 ]

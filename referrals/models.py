@@ -75,12 +75,16 @@ class Enrolment(models.Model):
     PENDING, ACTIVE, REJECTED, REMOVED = "pending", "active", "rejected", "removed"
     STATUSES = [(PENDING, "Awaiting vendor approval"), (ACTIVE, "Enrolled"),
                 (REJECTED, "Declined"), (REMOVED, "Removed")]
+    # The partner's tier in this program (set by the vendor): tiered commission plans pay by it.
+    TIERS = [("registered", "Registered"), ("silver", "Silver"), ("gold", "Gold"),
+             ("platinum", "Platinum")]
 
     public_id = public_id_field()
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="enrolments")
     partner = models.ForeignKey(Organization, on_delete=models.CASCADE,
                                 related_name="enrolments")
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    tier = models.CharField(max_length=10, choices=TIERS, default="registered")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                      related_name="+")
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,

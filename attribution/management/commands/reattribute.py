@@ -1,9 +1,13 @@
 from datetime import UTC, date, datetime, time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import Organization
+from attribution.models import Attribution
 from attribution.runner import backfill
+from attribution.services import attribution_changed
 
 
 class Command(BaseCommand):
@@ -29,7 +33,14 @@ class Command(BaseCommand):
         def progress(done, total):
             self.stdout.write(f"{done}/{total} deals")
 
+        began = timezone.now()
         total = backfill(org.pk, start, batch=batch, progress=progress)
+        # Commissions follow what the backfill changed, in chunks of tasks.
+        changed = list(Attribution.objects.filter(vendor=org, updated_at__gte=began)
+                       .values_list("pk", flat=True))
+        for i in range(0, len(changed), batch):
+            with transaction.atomic():
+                attribution_changed(changed[i:i + batch])
         self.stdout.write(self.style.SUCCESS(f"Re-attributed {total} deals of {org.name}."))
 
 

@@ -1,0 +1,17 @@
+"""Payout pages. Each views module owns its URL patterns (earnings and payout history for
+partners, commissions for vendor finance, plans for vendor admins, payout accounts, tax, batches
+for operator finance, and Stripe's webhook)."""
+
+from payouts.views import accounts, batches, commissions, earnings, plans, tax, webhooks
+
+app_name = "payouts"
+
+urlpatterns = [
+    *earnings.urlpatterns,
+    *commissions.urlpatterns,
+    *plans.urlpatterns,
+    *accounts.urlpatterns,
+    *tax.urlpatterns,
+    *batches.urlpatterns,
+    *webhooks.urlpatterns,
+]
