@@ -160,3 +160,20 @@ def describe(plan: CommissionPlan) -> str:
 def _pct(rate_bp: int) -> str:
     whole, frac = divmod(rate_bp, 100)
     return f"{whole}%" if not frac else f"{whole}.{frac:02d}".rstrip("0") + "%"
+
+
+@transaction.atomic
+def set_partner_tier(actor, enrolment, tier: str):
+    """The vendor places an enrolled partner in a tier; tiered plans pay by it (for deals won
+    from now on: commissions already earned keep their amount)."""
+    require(actor, roles.PROGRAM_MANAGE, enrolment.program)
+    if tier not in TIERS:
+        raise ServiceError("Choose one of the tiers.", field="tier")
+    before = enrolment.tier
+    if before == tier:
+        return enrolment
+    enrolment.tier = tier
+    enrolment.save(update_fields=["tier"])
+    audit.record("enrolment.tier_changed", enrolment, actor=actor, before={"tier": before},
+                 after={"tier": tier})
+    return enrolment

@@ -1,3 +1,101 @@
-"""Placeholder: filled in by the payouts work."""
+"""A partner's money: what it earned (and from which deal), and the payouts it received."""
 
-urlpatterns = []
+from collections import defaultdict
+
+from django.db.models import Count, Q, Sum
+from django.http import Http404
+from django.shortcuts import render
+from django.urls import path
+from django.views.decorators.http import require_GET
+
+from accounts import roles
+from accounts.decorators import require_permission
+from partnerhub.pagination import paginate, querystring_without_page
+from payouts.forms import CommissionFilterForm
+from payouts.models import Balance, Commission, Payout
+
+# The four figures a partner asks about, per currency.
+BUCKETS = {"pending": [Commission.PENDING], "payable": [Commission.PAYABLE, Commission.APPROVED],
+           "paid": [Commission.PAID],
+           "reversed": [Commission.CANCELLED, Commission.CLAWED_BACK, Commission.REJECTED]}
+
+
+def _partner_only(request):
+    if request.membership.organization.kind != roles.PARTNER:
+        raise Http404
+
+
+def filter_commissions(form, queryset):
+    """Apply a bound CommissionFilterForm; an unreadable filter shows nothing, never more."""
+    if not form.is_bound:
+        return queryset
+    if not form.is_valid():
+        return queryset.none()
+    d = form.cleaned_data
+    if d.get("q"):
+        q = d["q"].strip()
+        queryset = queryset.filter(Q(deal_name__icontains=q) | Q(external_deal_id=q))
+    if d.get("status"):
+        queryset = queryset.filter(status=d["status"])
+    if d.get("currency"):
+        queryset = queryset.filter(currency=d["currency"])
+    if d.get("vendor"):
+        queryset = queryset.filter(vendor__public_id=d["vendor"])
+    if d.get("partner"):
+        queryset = queryset.filter(partner__public_id=d["partner"])
+    return queryset
+
+
+def summary_by_currency(commissions, balances) -> list[dict]:
+    """Per currency: pending, payable (incl. approved), paid, reversed, and what the partner
+    owes from clawbacks (unpaid commissions minus the ledger balance, when positive)."""
+    rows = commissions.values("currency", "status").annotate(total=Sum("amount_minor"),
+                                                             n=Count("pk"))
+    by_currency = defaultdict(lambda: {name: 0 for name in BUCKETS})
+    unpaid = defaultdict(int)
+    for row in rows:
+        for name, statuses in BUCKETS.items():
+            if row["status"] in statuses:
+                by_currency[row["currency"]][name] += row["total"]
+        if row["status"] in Commission.UNPAID:
+            unpaid[row["currency"]] += row["total"]
+    for balance in balances:
+        figures = by_currency[balance.currency]
+        figures["owed"] = max(unpaid[balance.currency] - balance.amount_minor, 0)
+    return [{"currency": c, **figures} for c, figures in sorted(by_currency.items())]
+
+
+@require_permission(roles.COMMISSION_VIEW)
+@require_GET
+def earnings(request):
+    _partner_only(request)
+    membership = request.membership
+    mine = Commission.objects.visible_to(membership)
+    form = CommissionFilterForm(request.GET or None)
+    listed = (filter_commissions(form, mine).select_related("vendor", "referral", "payout")
+              .order_by("-earned_at", "-pk"))
+    return render(request, "payouts/earnings.html", {
+        "form": form, "page": paginate(request, listed),
+        "querystring": querystring_without_page(request),
+        "summary": summary_by_currency(mine, Balance.objects.visible_to(membership)),
+    })
+
+
+@require_permission(roles.PAYOUT_VIEW)
+@require_GET
+def payout_history(request):
+    _partner_only(request)
+    payouts = (Payout.objects.visible_to(request.membership).select_related("batch")
+               .order_by("-created_at", "-pk"))
+    status = request.GET.get("status", "")
+    if status in dict(Payout.STATUSES):
+        payouts = payouts.filter(status=status)
+    return render(request, "payouts/payout_history.html", {
+        "page": paginate(request, payouts), "status": status,
+        "statuses": Payout.STATUSES, "querystring": querystring_without_page(request)})
+
+
+urlpatterns = [
+    path("earnings/", earnings, name="earnings"),
+    path("payouts/", payout_history, name="payout_history"),
+]
