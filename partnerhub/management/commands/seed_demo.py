@@ -5,12 +5,13 @@ from django.core.management.base import BaseCommand
 from django.test.utils import override_settings
 
 from accounts import demo as accounts_demo
+from payouts import demo as payouts_demo
 from referrals import demo as referrals_demo
 
 
 class Command(BaseCommand):
     help = ("Create (or refresh) the demo network: a login for each of the 14 roles, programs, "
-            "enrolments and referrals. Idempotent.")
+            "enrolments, referrals, won deals, commissions and a paid payout batch. Idempotent.")
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="Print the logins as JSON.")
@@ -22,6 +23,7 @@ class Command(BaseCommand):
         with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
             logins = accounts_demo.seed(settings.DEMO_PASSWORD)
             referrals_demo.seed()
+            payouts_demo.seed()
         if options["scale"]:
             made = referrals_demo.seed_scale(options["scale"])
             self.stderr.write(f"Generated {made} referrals.")
