@@ -19,6 +19,24 @@ NAV = [
     ("CRM", "integrations:connection", roles.CRM_MANAGE),
     ("Network settings", "accounts:network_settings", roles.NETWORK_MANAGE),
 ]
+# Money pages differ per side: (label, url name, permission, organization kind).
+MONEY_NAV = [
+    ("Earnings", "payouts:earnings", roles.COMMISSION_VIEW, roles.PARTNER),
+    ("Payout account", "payouts:payout_account", roles.PAYOUT_VIEW, roles.PARTNER),
+    ("Tax profile", "payouts:tax_profile", roles.TAX_PROFILE_MANAGE, roles.PARTNER),
+    ("Commissions", "payouts:commissions", roles.COMMISSION_VIEW, roles.VENDOR),
+    ("Commissions", "payouts:commissions", roles.COMMISSION_VIEW, roles.OPERATOR),
+    ("Payout batches", "payouts:batch_list", roles.PAYOUT_VIEW, roles.OPERATOR),
+    ("Tax report", "payouts:tax_report", roles.TAX_REPORT, roles.OPERATOR),
+]
+
+
+def nav_for(membership, perms) -> list[tuple[str, str]]:
+    items = [(label, url) for label, url, perm in NAV if perm in perms]
+    kind = membership.organization.kind if membership is not None else None
+    items += [(label, url) for label, url, perm, side in MONEY_NAV
+              if perm in perms and side == kind]
+    return items
 
 
 def tenancy(request):
@@ -28,7 +46,7 @@ def tenancy(request):
         "network": getattr(request, "network", None),
         "membership": membership,
         "memberships": getattr(request, "memberships", []),
-        "nav": [(label, url) for label, url, perm in NAV if perm in perms],
+        "nav": nav_for(membership, perms),
         "perms": perms,
         "unread_notifications": _unread_notifications(request, membership),
     }

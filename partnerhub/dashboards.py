@@ -15,6 +15,7 @@ from django.utils.http import urlencode
 from accounts import roles
 from accounts.models import AuditEvent, Membership, Organization
 from accounts.permissions import permissions_of
+from payouts.dashboard import money_tile
 from referrals.models import Referral
 
 
@@ -183,6 +184,7 @@ def dashboard_context(membership) -> dict:
     if roles.NETWORK_MANAGE in perms:
         context["network_kpis"] = _network_tile(membership)
     context["attribution_metrics"] = attribution_metrics_tile(membership, compute=False)
+    context["money"] = money_tile(membership, compute=False)
     if roles.APPLICATIONS_REVIEW in perms:
         context["applications"] = _applications_tile(membership)
     if role.scope == roles.PORTFOLIO:

@@ -9,8 +9,9 @@ from django.urls import path
 from django.views.decorators.http import require_GET
 
 from accounts import roles
-from accounts.decorators import require_permission
+from accounts.decorators import membership_required, require_permission
 from partnerhub.pagination import paginate, querystring_without_page
+from payouts.dashboard import money_tile
 from payouts.forms import CommissionFilterForm
 from payouts.models import Balance, Commission, Payout
 
@@ -95,7 +96,18 @@ def payout_history(request):
         "statuses": Payout.STATUSES, "querystring": querystring_without_page(request)})
 
 
+@membership_required
+@require_GET
+def money_tile_view(request):
+    """The dashboard's money tile, loaded by htmx after the page."""
+    tile = money_tile(request.membership)
+    if tile is None:
+        raise Http404
+    return render(request, "payouts/partials/money_tile.html", {"money": tile})
+
+
 urlpatterns = [
+    path("dashboard/money/", money_tile_view, name="money_tile"),
     path("earnings/", earnings, name="earnings"),
     path("payouts/", payout_history, name="payout_history"),
 ]
