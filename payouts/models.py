@@ -294,7 +294,10 @@ class Payout(models.Model):
         indexes = [models.Index(fields=["partner", "-created_at"]),
                    models.Index(fields=["batch", "status"]),
                    models.Index(fields=["network", "status"]),
-                   models.Index(fields=["stripe_transfer_id"])]
+                   models.Index(fields=["stripe_transfer_id"]),
+                   # The yearly tax report: what was paid in a calendar year.
+                   models.Index(fields=["network", "paid_at"], name="payout_paid_in_period",
+                                condition=Q(status__in=["paid", "reversed"]))]
         ordering = ["-created_at", "-pk"]
 
     def __str__(self):
