@@ -14,6 +14,7 @@ from partnerhub.pagination import paginate, querystring_without_page
 from payouts.dashboard import money_tile
 from payouts.forms import CommissionFilterForm
 from payouts.models import Balance, Commission, Payout
+from payouts.tax import statement_years
 
 # The four figures a partner asks about, per currency.
 BUCKETS = {"pending": [Commission.PENDING], "payable": [Commission.PAYABLE, Commission.APPROVED],
@@ -79,6 +80,7 @@ def earnings(request):
         "form": form, "page": paginate(request, listed),
         "querystring": querystring_without_page(request),
         "summary": summary_by_currency(mine, Balance.objects.visible_to(membership)),
+        "statement_years": statement_years(membership.organization),
     })
 
 
