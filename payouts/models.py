@@ -281,6 +281,9 @@ class Payout(models.Model):
     failure_code = models.CharField(max_length=64, blank=True)
     failure_message = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Bumped after each refusal Stripe saved under the idempotency key (it would replay the
+    # refusal for 24 hours); a retry then sends under the next key (see payouts/transfers.py).
+    key_generation = models.PositiveIntegerField(default=1)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     reversed_minor = models.BigIntegerField(default=0)
@@ -307,6 +310,13 @@ class Payout(models.Model):
     def idempotency_key(self) -> str:
         """Stable across every retry of this payout: Stripe replays the first answer."""
         return f"payout-{self.public_id}"
+
+    @property
+    def transfer_key(self) -> str:
+        """The key of the current generation (the first one is `idempotency_key`)."""
+        if self.key_generation <= 1:
+            return self.idempotency_key
+        return f"{self.idempotency_key}-{self.key_generation}"
 
 
 class PayoutAccount(models.Model):

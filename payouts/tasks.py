@@ -49,3 +49,56 @@ def reconcile_commissions(hours: int = 48) -> int:
     for attribution_id in ids:
         ledger.sync_commission(attribution_id)
     return len(ids)
+
+
+# --- Sending payouts and Stripe events (payouts.transfers, payouts.webhooks) ---------------
+
+SEND_MAX_RETRIES = 6
+
+
+def send_backoff(retries: int) -> int:
+    """30 s, 1 min, 2 min, 4 min, ... capped at 30 min."""
+    return min(30 * 2 ** retries, 30 * 60)
+
+
+@shared_task
+def send_batch(batch_id: int) -> int:
+    """An approved batch: start sending (one send_payout task per ready payout)."""
+    from payouts import transfers
+
+    return len(transfers.send_batch(batch_id))
+
+
+@shared_task(bind=True, acks_late=True, max_retries=SEND_MAX_RETRIES)
+def send_payout(self, payout_id: int) -> str:
+    """Send one payout. Transient Stripe failures retry with exponential backoff; when the
+    retries run out the payout stays failed with Stripe's message for finance (and the task
+    ends quietly, so a batch's other payouts are not disturbed)."""
+    from payouts import transfers
+
+    try:
+        payout = transfers.send_payout(payout_id)
+    except transfers.TransientFailure as exc:
+        if self.request.retries >= self.max_retries:
+            return "failed"
+        raise self.retry(exc=exc, countdown=send_backoff(self.request.retries)) from exc
+    return payout.status if payout is not None else "skipped"
+
+
+@shared_task
+def sweep_stuck_payouts() -> int:
+    """Every 10 minutes: payouts stuck in sending are sent again (safe: same idempotency key,
+    and the transfer group is searched first), and Stripe events whose processing failed are
+    applied again."""
+    from payouts import transfers, webhooks
+
+    webhooks.reprocess_pending()
+    return len(transfers.sweep_stuck())
+
+
+@shared_task(acks_late=True)
+def process_stripe_event(event_pk: int) -> None:
+    """Apply a stored Stripe event (the webhook does it inline; this re-runs one that failed)."""
+    from payouts import webhooks
+
+    webhooks.process(event_pk)

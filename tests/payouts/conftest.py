@@ -70,3 +70,4 @@ def won(world, programs, plan, pipeline, run_on_commit):
     """A 10,000.00 USD deal Brightpath referred, won today: a 1,000.00 USD commission."""
     referral = register_and_accept(world, programs["acme"])
     return win(world, referral, run_on_commit)
+from tests.fakes.stripe import fake_stripe  # noqa: E402,F401
