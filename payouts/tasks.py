@@ -102,3 +102,12 @@ def process_stripe_event(event_pk: int) -> None:
     from payouts import webhooks
 
     webhooks.process(event_pk)
+
+
+@shared_task
+def expire_tax_forms() -> int:
+    """Daily: W-8 forms past their validity become `expired` (payouts already treat them as
+    expired by date; this keeps the stored status and the audit trail in step)."""
+    from payouts.tax import expire_w8_forms
+
+    return expire_w8_forms()
