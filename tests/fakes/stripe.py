@@ -24,7 +24,9 @@ It speaks the parts of Stripe's v1 API that payouts use, the way Stripe speaks t
 - The platform balance is checked per currency: a transfer larger than the available balance is
   refused with `balance_insufficient`; reversals need the connected account's balance.
 
-Test controls: `fail(...)`, `lock_timeout()`, `complete_onboarding(id)`, `restrict(id)`,
+Account Links open a stand-in for Stripe's hosted onboarding at their url (one button that
+completes the account and returns to the platform's return_url), so browser tests can go
+through it. Test controls: `fail(...)`, `lock_timeout()`, `complete_onboarding(id)`, `restrict(id)`,
 `event(type, obj, account=None)`, `sign(payload, secret)`, `webhook(event, secret)`, and
 `crash_after(method, path)` which lets Stripe answer and then makes the SDK call raise in our
 process: the "Stripe did it, our commit was lost" case.
@@ -250,6 +252,8 @@ class FakeStripe:
     ]
 
     def _handle(self, request: Request) -> Response:
+        if request.path.startswith("/setup/s/"):
+            return self._hosted_onboarding(request)
         body = request.get_data(as_text=True)
         log = {"method": request.method, "path": request.path, "headers": dict(request.headers),
                "params": None, "body": body}
@@ -263,6 +267,27 @@ class FakeStripe:
         response = self._dispatch(request, log["params"])
         log["status"] = response.status_code
         return response
+
+    def _hosted_onboarding(self, request: Request) -> Response:
+        """Stripe's hosted onboarding as a browser sees it, behind an Account Link's url: a
+        page with one button; finishing it completes the account and goes back to the
+        platform's return_url (an unknown or used link goes to its refresh_url)."""
+        parts = request.path.strip("/").split("/")  # setup, s, acct_id, token[, finish]
+        link = next((link for link in self.account_links
+                     if link["url"].endswith("/".join(parts[:4]))), None)
+        if link is None:
+            return Response("This link is not valid.", status=404, mimetype="text/plain")
+        if link.get("_used"):
+            return Response(status=302, headers={"Location": link["_refresh_url"]})
+        if request.method == "POST" and parts[-1] == "finish":
+            link["_used"] = True
+            self.complete_onboarding(link["_account"])
+            return Response(status=302, headers={"Location": link["_return_url"]})
+        page = (f"<!doctype html><title>Stripe onboarding (test)</title>"
+                f"<h1>Set up payouts for {link['_account']}</h1>"
+                f"<form method='post' action='{request.path.rstrip('/')}/finish'>"
+                f"<button>Agree and submit</button></form>")
+        return Response(page, mimetype="text/html")
 
     def _dispatch(self, request: Request, params: dict) -> Response:
         auth = request.headers.get("Authorization", "")
