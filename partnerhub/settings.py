@@ -244,6 +244,9 @@ STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = envstr("STRIPE_API_BASE", "")
 STRIPE_CONNECT_BASE = envstr("STRIPE_CONNECT_BASE", "")
 STRIPE_MAX_NETWORK_RETRIES = envint("STRIPE_MAX_NETWORK_RETRIES", 2)
+if PRODUCTION and STRIPE_API_KEY and not STRIPE_WEBHOOK_SECRET:
+    # Without it every webhook is refused: account states would never update.
+    raise ImproperlyConfigured("Set STRIPE_WEBHOOK_SECRET when STRIPE_API_KEY is set.")
 
 # --- Product settings ------------------------------------------------------------------
 INVITATION_TTL_DAYS = envint("INVITATION_TTL_DAYS", 7)

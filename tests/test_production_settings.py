@@ -50,3 +50,11 @@ def test_production_passes_the_deploy_check():
     # Only the deliberate HSTS-preload opt-in may remain as a warning.
     warnings = [line for line in result.stderr.splitlines() if "(security." in line]
     assert all("security.W021" in line for line in warnings), warnings
+
+
+def test_production_refuses_stripe_without_a_webhook_secret():
+    result = manage("check", **GOOD, STRIPE_API_KEY="sk_live_example")
+    assert result.returncode != 0 and "STRIPE_WEBHOOK_SECRET" in result.stderr
+    fine = manage("check", **GOOD, STRIPE_API_KEY="sk_live_example",
+                  STRIPE_WEBHOOK_SECRET="whsec_example")
+    assert fine.returncode == 0, fine.stderr
