@@ -27,6 +27,7 @@ MONEY_NAV = [
     ("Commissions", "payouts:commissions", roles.COMMISSION_VIEW, roles.VENDOR),
     ("Commissions", "payouts:commissions", roles.COMMISSION_VIEW, roles.OPERATOR),
     ("Payout batches", "payouts:batch_list", roles.PAYOUT_VIEW, roles.OPERATOR),
+    ("Clawbacks", "payouts:clawbacks", roles.PAYOUT_VIEW, roles.OPERATOR),
     ("Tax report", "payouts:tax_report", roles.TAX_REPORT, roles.OPERATOR),
 ]
 

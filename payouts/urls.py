@@ -2,7 +2,16 @@
 partners, commissions for vendor finance, plans for vendor admins, payout accounts, tax, batches
 for operator finance, and Stripe's webhook)."""
 
-from payouts.views import accounts, batches, commissions, earnings, plans, tax, webhooks
+from payouts.views import (
+    accounts,
+    batches,
+    clawbacks,
+    commissions,
+    earnings,
+    plans,
+    tax,
+    webhooks,
+)
 
 app_name = "payouts"
 
@@ -13,5 +22,6 @@ urlpatterns = [
     *accounts.urlpatterns,
     *tax.urlpatterns,
     *batches.urlpatterns,
+    *clawbacks.urlpatterns,
     *webhooks.urlpatterns,
 ]

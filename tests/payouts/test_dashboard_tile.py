@@ -36,12 +36,12 @@ NAV = {
     ("partner", "owner"): {"Earnings", "Payout account", "Tax profile"},
     ("partner", "finance"): {"Earnings", "Payout account", "Tax profile"},
     ("vendor", "admin"): {"Commissions"}, ("vendor", "finance"): {"Commissions"},
-    ("operator", "admin"): {"Commissions", "Payout batches", "Tax report"},
-    ("operator", "finance"): {"Commissions", "Payout batches", "Tax report"},
-    ("operator", "auditor"): {"Commissions", "Payout batches"},
+    ("operator", "admin"): {"Commissions", "Payout batches", "Clawbacks", "Tax report"},
+    ("operator", "finance"): {"Commissions", "Payout batches", "Clawbacks", "Tax report"},
+    ("operator", "auditor"): {"Commissions", "Payout batches", "Clawbacks"},
 }
 MONEY_LABELS = {"Earnings", "Payout account", "Tax profile", "Commissions", "Payout batches",
-                "Tax report"}
+                "Clawbacks", "Tax report"}
 
 
 @pytest.mark.parametrize(("kind", "role"), ALL_ROLES, ids=ROLE_IDS)
