@@ -259,3 +259,20 @@ def test_vendor_admin_sets_a_partner_tier(world, programs, plan):
 
 def test_roles_table_gives_plan_editing_only_to_vendor_admins():
     assert roles.role_names_with(roles.VENDOR, roles.PROGRAM_MANAGE) == ["admin"]
+
+
+@pytest.mark.parametrize("role", ["finance", "owner"])
+def test_partner_money_pages_show_amounts_but_no_contact_details(world, won, role):
+    client = world.client_for(world.member("partner", role))
+    contact = won.referral.contact_email
+    for url in (reverse("payouts:earnings"),
+                reverse("payouts:commission_detail", args=[won.public_id])):
+        html = client.get(url).content.decode()
+        assert "$1,000.00" in html
+        assert contact not in html and won.referral.contact_phone not in html
+
+
+def test_vendor_finance_sees_amounts_but_no_contact_details(world, won):
+    html = world.client_for(world.member("vendor", "finance")).get(
+        reverse("payouts:commission_detail", args=[won.public_id])).content.decode()
+    assert "$1,000.00" in html and won.referral.contact_email not in html
