@@ -8,10 +8,12 @@ INSERT ... SELECT over generate_series) a network with an operator, four vendors
 USD, EUR and GBP, --partners partner organizations with payout accounts and tax profiles (a
 few missing or incomplete, a few under the minimum, a few owing clawbacks from an earlier
 payout) and --commissions approved commissions with their deals, attributions, earned ledger
-entries and balances. Then it times `payouts.batches.build_batch` twice: on a small period
-(the commissions of 1% of the partners) and on everything, cancels each batch afterwards (so
-the database can be reused) and prints the seconds, the SQL statements by kind and what the
-batch holds. It fails if the full build runs more statements than the small one.
+entries and balances. Then it builds twice, as production does: `payouts.batches.request_batch`
+(the web request's part) and `payouts.batches.run_build` (the Celery task's), on a small period
+(the commissions of 1% of the partners) and on everything; cancels each batch afterwards the
+same way (`request_cancel`, then `run_cancel`: so the database can be reused) and prints the
+seconds, the SQL statements of the build task by kind and what the batch holds. It fails if
+the full build runs more statements than the small one.
 See bench/README.md.
 """
 
@@ -332,15 +334,19 @@ def vacuum():
 
 
 def measure(actor, period_end):
-    """Build a batch for `period_end` and cancel it; the build's seconds and statements.
+    """Request a batch for `period_end`, build it, then cancel it; the seconds of each part and
+    the build task's statements.
 
-    The build runs inside an outer transaction (its own atomic block becomes a savepoint) so
-    that the COMMIT, where PostgreSQL checks the deferred foreign keys of every row written,
-    is timed on its own."""
+    No worker runs here: the tasks queued on commit are dropped and their work (`run_build`,
+    `run_cancel`) is called directly. The build runs inside an outer transaction (its own
+    atomic block becomes a savepoint) so that the COMMIT, where PostgreSQL checks the deferred
+    foreign keys of every row written, is timed on its own."""
     from django.db import connection, transaction
 
     from payouts import batches
+    from payouts.models import PayoutBatch
 
+    batches._enqueue = lambda task, batch_id: None  # the bench calls the tasks' work itself
     statements = []
 
     def record(execute, sql, params, many, context):
@@ -351,20 +357,29 @@ def measure(actor, period_end):
             statements.append((sql, time.perf_counter() - started))
 
     vacuum()
+    started = time.perf_counter()
+    batch = batches.request_batch(actor, period_end)
+    request_seconds = time.perf_counter() - started
     with connection.execute_wrapper(record):
         started = time.perf_counter()
         with transaction.atomic():
-            batch = batches.build_batch(actor, period_end)
+            status = batches.run_build(batch.pk)
             built = time.perf_counter()
         finished = time.perf_counter()
+    assert status == PayoutBatch.DRAFT, PayoutBatch.objects.get(pk=batch.pk).build_error
+    batch.refresh_from_db()
     seconds = finished - started
-    # The savepoint's own statements are an artefact of the outer transaction.
+    # The savepoints' own statements are an artefact of the outer transaction.
     statements = [s for s in statements if not s[0].lstrip().upper().startswith(
         ("SAVEPOINT", "RELEASE SAVEPOINT"))]
     summary = describe(batch)
+    summary["request_seconds"] = request_seconds
     summary["commit_seconds"] = finished - built  # with the approvers' notifications after it
     started = time.perf_counter()
-    batches.cancel_batch(actor, batch)
+    batches.request_cancel(actor, batch)
+    summary["cancel_request_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    batches.run_cancel(batch.pk)
     summary["cancel_seconds"] = time.perf_counter() - started
     return seconds, statements, summary
 
@@ -389,6 +404,8 @@ def kind_of(sql: str) -> str:
     head = words[0].upper() if words else "?"
     if head == "SELECT" and "pg_advisory_xact_lock" in sql:
         return "SELECT (advisory lock)"
+    if head == "SELECT" and "SKIP LOCKED" in sql.upper():
+        return "SELECT ... FOR UPDATE SKIP LOCKED (claim the batch)"
     if head in ("INSERT", "UPDATE") and len(words) > 2:
         target = (words[2] if head == "INSERT" else words[1]).strip('"')
         return f"{head} {target}"
@@ -408,9 +425,11 @@ def report(name, seconds, statements, summary):
     commit = summary["commit_seconds"]
     print(f"\n{name}: {summary['commissions']} commissions claimed by {summary['payouts']} "
           f"payouts, "
-          f"{summary['carried_over']} carried over, built in {seconds:.2f}s with "
+          f"{summary['carried_over']} carried over; requested in "
+          f"{summary['request_seconds']:.3f}s, built by the task in {seconds:.2f}s with "
           f"{len(statements)} SQL statements: {sql:.2f}s in them, {commit:.2f}s in COMMIT, "
-          f"{seconds - sql - commit:.2f}s in Python; cancelled in "
+          f"{seconds - sql - commit:.2f}s in Python; cancel requested in "
+          f"{summary['cancel_request_seconds']:.3f}s, released by the task in "
           f"{summary['cancel_seconds']:.2f}s")
     print(f"  to send: {summary['totals']}; netted clawbacks: {summary['netted']} (minor, "
           f"all currencies); carried over by reason: {summary['reasons']}")
@@ -436,11 +455,15 @@ def main():
     prepare(args.partners, args.commissions)
     actor = Membership.objects.select_related("organization", "user").get(
         organization__slug=OPS_SLUG, role="finance")
-    # Left over from an interrupted run: release their commissions.
+    # Left over from an interrupted run: release their commissions, drop a half-done request.
     from payouts import batches
 
     for batch in PayoutBatch.objects.filter(status=PayoutBatch.DRAFT):
         batches.cancel_batch(actor, batch)
+    for batch in PayoutBatch.objects.filter(status=PayoutBatch.CANCELLING):
+        batches.run_cancel(batch.pk)
+    PayoutBatch.objects.filter(status=PayoutBatch.BUILDING).update(
+        status=PayoutBatch.BUILD_FAILED, build_error="Interrupted benchmark run.")
 
     today = timezone.now().astimezone(UTC).date()
     small = measure(actor, today - timedelta(days=40))  # the early 1% of the partners

@@ -185,6 +185,7 @@ CELERY_BEAT_SCHEDULE = {
     "commission-reconcile": {"task": "payouts.tasks.reconcile_commissions",
                              "schedule": crontab(hour=3, minute=30)},
     "payout-sweep": {"task": "payouts.tasks.sweep_stuck_payouts", "schedule": 10 * 60},
+    "payout-batch-sweep": {"task": "payouts.tasks.sweep_stuck_batches", "schedule": 5 * 60},
     "tax-form-expiry": {"task": "payouts.tasks.expire_tax_forms",
                         "schedule": crontab(hour=4, minute=0)},
 }

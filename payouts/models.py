@@ -215,16 +215,24 @@ class Balance(models.Model):
 
 class PayoutBatch(models.Model):
     """Operator finance gathers approved, released commissions into one batch; a second person
-    approves it before anything is sent."""
+    approves it before anything is sent.
+
+    Building and cancelling run in Celery (payouts.batches): a batch is `building` from the
+    request until the task has gathered it (then `draft`, or `build_failed` with the reason in
+    `build_error`), and `cancelling` from the decision until its commissions are released."""
 
     DRAFT, APPROVED, SENDING, SENT, CANCELLED = "draft", "approved", "sending", "sent", "cancelled"
-    STATUSES = [(DRAFT, "Awaiting approval"), (APPROVED, "Approved"), (SENDING, "Sending"),
-                (SENT, "Sent"), (CANCELLED, "Cancelled")]
+    BUILDING, BUILD_FAILED, CANCELLING = "building", "build_failed", "cancelling"
+    STATUSES = [(BUILDING, "Building"), (BUILD_FAILED, "Build failed"),
+                (DRAFT, "Awaiting approval"), (APPROVED, "Approved"), (SENDING, "Sending"),
+                (SENT, "Sent"), (CANCELLING, "Cancelling"), (CANCELLED, "Cancelled")]
+    IN_PROGRESS = (BUILDING, CANCELLING)  # a task is (or should be) working on the batch
 
     public_id = public_id_field()
     network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="+")
     period_end = models.DateField(help_text="Commissions released on or before this day.")
-    status = models.CharField(max_length=10, choices=STATUSES, default=DRAFT)
+    status = models.CharField(max_length=12, choices=STATUSES, default=DRAFT)
+    build_error = models.TextField(blank=True, help_text="Why the build failed, for finance.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                    related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
@@ -242,6 +250,11 @@ class PayoutBatch(models.Model):
     class Meta:
         indexes = [models.Index(fields=["network", "-created_at"]),
                    models.Index(fields=["network", "status"])]
+        constraints = [
+            # One build at a time per network: the second would gather the same commissions.
+            models.UniqueConstraint(fields=["network"], condition=Q(status="building"),
+                                    name="one_building_batch_per_network"),
+        ]
         ordering = ["-created_at", "-pk"]
 
     def __str__(self):
@@ -250,6 +263,10 @@ class PayoutBatch(models.Model):
     @property
     def transfer_group(self) -> str:
         return f"batch_{self.public_id.hex}"
+
+    @property
+    def is_in_progress(self) -> bool:
+        return self.status in self.IN_PROGRESS
 
 
 class Payout(models.Model):

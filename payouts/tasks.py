@@ -111,3 +111,32 @@ def expire_tax_forms() -> int:
     from payouts.tax import expire_w8_forms
 
     return expire_w8_forms()
+
+
+# --- Building and cancelling payout batches (payouts.batches) ------------------------------
+
+@shared_task(acks_late=True)
+def build_payout_batch(batch_id: int) -> str | None:
+    """Build a batch left `building` by batches.request_batch: it becomes a draft (and the
+    approvers hear of it) or `build_failed` with the reason. Twice is harmless: the second run
+    finds the batch built, or held by the first, and does nothing."""
+    from payouts import batches
+
+    return batches.run_build(batch_id)
+
+
+@shared_task(acks_late=True)
+def cancel_payout_batch(batch_id: int) -> int | None:
+    """Release the commissions of a batch left `cancelling` by batches.request_cancel."""
+    from payouts import batches
+
+    return batches.run_cancel(batch_id)
+
+
+@shared_task
+def sweep_stuck_batches() -> dict:
+    """Every 5 minutes: batches whose build or cancel task was lost or whose worker died are
+    handed to their task again; a build unfinished after two hours fails with a message."""
+    from payouts import batches
+
+    return batches.sweep_stuck_batches()

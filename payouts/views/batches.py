@@ -1,7 +1,10 @@
 """Payout batch pages for the network's finance people: the list of batches with the "New
 batch" form, one batch (totals, payouts by status, carried-over reasons, failures with Stripe's
 message and a retry), the approve / cancel actions and a CSV of the batch. Admins and finance
-act; the auditor reads everything and changes nothing; every other role gets a 404."""
+act; the auditor reads everything and changes nothing; every other role gets a 404.
+
+Building and cancelling run in Celery: the pages only ask for them, then follow the batch with
+a small htmx partial that polls itself every 2 seconds while the batch is in progress."""
 
 import csv
 
@@ -13,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from accounts import roles
 from accounts.decorators import membership_required
@@ -108,14 +112,20 @@ def batch_create(request):
     form = NewBatchForm(request.POST)
     if form.is_valid():
         try:
-            batch = batches.build_batch(request.membership, form.cleaned_data["period_end"])
+            batch = batches.request_batch(request.membership, form.cleaned_data["period_end"])
         except PermissionDenied:
             raise Http404 from None
         except ServiceError as exc:
             form.add_error("period_end" if exc.field == "period_end" else None, exc.message)
         else:
-            messages.success(request, f"Batch built: {batch.payout_count} payout(s) await a "
-                                      f"second person's approval.")
+            batch.refresh_from_db()  # with eager Celery (quickstart) it was built on commit
+            if batch.status == PayoutBatch.DRAFT:
+                messages.success(request, f"Batch built: {batch.payout_count} payout(s) await a "
+                                          f"second person's approval.")
+            elif batch.status == PayoutBatch.BUILDING:
+                messages.info(request, "Building the batch: this page updates itself when it "
+                                       "is ready. You can leave it; the build carries on.")
+            # build_failed: the batch page says why.
             return redirect("payouts:batch_detail", batch.public_id)
     return _list(request, new_form=form, status=400)
 
@@ -153,6 +163,22 @@ def batch_detail(request, public_id):
 
 
 @membership_required
+@require_GET
+def batch_progress(request, public_id):
+    """The in-progress partial (htmx), polling itself every 2 s while the batch builds or
+    cancels. On the list (`?on=list`, the default) it is the batch's row, which stops polling
+    once the batch is done; on the batch page (`?on=detail`) the page reloads when it is."""
+    batch = _get_batch(request, public_id)
+    if not request.htmx:
+        return redirect("payouts:batch_detail", batch.public_id)
+    if request.GET.get("on") == "detail":
+        if not batch.is_in_progress:
+            return HttpResponseClientRefresh()
+        return render(request, "payouts/partials/batch_progress.html", {"batch": batch})
+    return render(request, "payouts/partials/batch_row.html", {"b": batch})
+
+
+@membership_required
 @require_POST
 def batch_approve(request, public_id):
     batch = _get_batch(request, public_id, roles.PAYOUT_APPROVE)
@@ -165,7 +191,8 @@ def batch_approve(request, public_id):
 @require_POST
 def batch_cancel(request, public_id):
     batch = _get_batch(request, public_id, roles.PAYOUT_MANAGE)
-    return _act(request, lambda: batches.cancel_batch(request.membership, batch),
+    # Releasing the commissions runs in Celery; the batch can no longer be approved from now.
+    return _act(request, lambda: batches.request_cancel(request.membership, batch),
                 "Batch cancelled: its commissions go into the next batch.",
                 redirect("payouts:batch_detail", batch.public_id))
 
@@ -243,6 +270,7 @@ urlpatterns = [
     path("payout-batches/new/", batch_create, name="batch_create"),
     path("payout-batches/<uuid:public_id>/", batch_detail, name="batch_detail"),
     path("payout-batches/<uuid:public_id>.csv", batch_csv, name="batch_csv"),
+    path("payout-batches/<uuid:public_id>/progress/", batch_progress, name="batch_progress"),
     path("payout-batches/<uuid:public_id>/approve/", batch_approve, name="batch_approve"),
     path("payout-batches/<uuid:public_id>/cancel/", batch_cancel, name="batch_cancel"),
     path("payout-batches/payouts/<uuid:public_id>/retry/", payout_retry, name="payout_retry"),

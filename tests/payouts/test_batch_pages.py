@@ -1,6 +1,7 @@
 """Payout batch pages: the list with the "New batch" form, one batch with its payouts, the
 approve / cancel buttons (and the creator's "waiting for a second approver"), failures with
-Stripe's message and a retry, the CSV, per role, across networks, and their query counts."""
+Stripe's message and a retry, the CSV, per role, across networks, and their query counts; the
+build and the cancel queued from the pages and followed by the htmx progress partial."""
 
 import csv
 import io
@@ -87,6 +88,24 @@ def detail_url(batch):
 
 def csv_url(batch):
     return reverse("payouts:batch_csv", args=[batch.public_id])
+
+
+def progress_url(batch, on="list"):
+    return reverse("payouts:batch_progress", args=[batch.public_id]) + f"?on={on}"
+
+
+HTMX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def building(world, usd, django_capture_on_commit_callbacks):
+    """Requested by operator finance; its build task has not run yet."""
+    make_payable(world.partner)
+    make_commissions(usd, world.partner, [60_000])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        batch = batches.request_batch(world.member("operator", "finance"), YESTERDAY)
+    batch.dispatch = callbacks
+    return batch
 
 
 # --- who sees what -------------------------------------------------------------------------
@@ -176,17 +195,39 @@ def test_the_batch_page_filters_payouts_by_status(world, draft):
 
 # --- building, approving, cancelling -------------------------------------------------------
 
-def test_finance_builds_a_batch_from_the_list(world, usd):
+def test_finance_builds_a_batch_from_the_list(world, usd, django_capture_on_commit_callbacks):
+    make_payable(world.partner)
+    make_commissions(usd, world.partner, [60_000])
+    client = world.client_for(world.member("operator", "finance"))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("payouts:batch_create"),
+                               {"period_end": YESTERDAY.isoformat()})
+
+    batch = PayoutBatch.objects.get()
+    assert batch.status == PayoutBatch.DRAFT  # the build was queued on commit, and ran
+    assert response.status_code == 302 and response["Location"] == detail_url(batch)
+    page = client.get(response["Location"]).content.decode()
+    assert "Building the batch: this page updates itself" in page  # said when it was queued
+    assert "$600.00" in page and "Awaiting approval" in page  # and built since
+    assert "waiting for a second approver" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_eager_celery_the_redirect_lands_on_the_built_batch(world, programs):
+    """Quickstart: no worker, tasks run inline when the request commits."""
+    usd = make_plan(world, programs["acme"])
     make_payable(world.partner)
     make_commissions(usd, world.partner, [60_000])
     client = world.client_for(world.member("operator", "finance"))
 
     response = client.post(reverse("payouts:batch_create"),
-                           {"period_end": YESTERDAY.isoformat()})
+                           {"period_end": YESTERDAY.isoformat()}, follow=True)
 
     batch = PayoutBatch.objects.get()
-    assert response.status_code == 302 and response["Location"] == detail_url(batch)
-    page = client.get(response["Location"]).content.decode()
+    assert batch.status == PayoutBatch.DRAFT
+    assert response.redirect_chain == [(detail_url(batch), 302)]
+    page = response.content.decode()
     assert "1 payout(s) await a second person" in page
     assert "$600.00" in page
 
@@ -195,14 +236,43 @@ def test_finance_builds_a_batch_from_the_list(world, usd):
     ("", "This field is required"),
     ("31/02/2024", "Enter a valid date"),
     ("2999-01-01", "The period cannot end in the future"),
-    (YESTERDAY.isoformat(), "No approved commissions are payable"),
 ])
-def test_a_batch_that_cannot_be_built_says_why_on_the_form(world, period_end, message):
+def test_a_batch_that_cannot_be_built_says_why_on_the_form(
+        world, period_end, message, django_capture_on_commit_callbacks):
     client = world.client_for(world.member("operator", "admin"))
-    response = client.post(reverse("payouts:batch_create"), {"period_end": period_end})
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = client.post(reverse("payouts:batch_create"), {"period_end": period_end})
     assert response.status_code == 400
     assert message in response.content.decode()
-    assert not PayoutBatch.objects.exists()
+    assert not PayoutBatch.objects.exists() and callbacks == []
+
+
+def test_nothing_to_pay_shows_the_failed_build_with_its_message(
+        world, django_capture_on_commit_callbacks):
+    client = world.client_for(world.member("operator", "admin"))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("payouts:batch_create"),
+                               {"period_end": YESTERDAY.isoformat()})
+
+    batch = PayoutBatch.objects.get()
+    assert batch.status == PayoutBatch.BUILD_FAILED and not Payout.objects.exists()
+    assert response.status_code == 302 and response["Location"] == detail_url(batch)
+    why = "No approved commissions are payable"
+    page = client.get(detail_url(batch)).content.decode()
+    assert "The batch could not be built" in page and why in page
+    assert "Approve and send" not in page and "Download CSV" not in page
+    listing = world.client_for(world.member("operator", "auditor")).get(list_url())
+    html = listing.content.decode()
+    assert "Build failed" in html and why in html
+    assert 'hx-trigger="every 2s"' not in html  # nothing left to follow
+
+
+def test_a_second_build_while_one_is_building_is_refused_on_the_form(world, building):
+    response = world.client_for(world.member("operator", "admin")).post(
+        reverse("payouts:batch_create"), {"period_end": YESTERDAY.isoformat()})
+    assert response.status_code == 400
+    assert "already being built" in response.content.decode()
+    assert list(PayoutBatch.objects.values_list("pk", flat=True)) == [building.pk]
 
 
 @pytest.mark.parametrize("kind,role", NON_MANAGERS, ids=NON_MANAGER_IDS)
@@ -246,20 +316,137 @@ def test_the_auditor_cannot_act_on_a_batch(world, draft, send_task, action):
     assert draft.status == PayoutBatch.DRAFT
 
 
-def test_cancelling_from_the_page_releases_the_commissions(world, draft):
+def test_cancelling_from_the_page_releases_the_commissions(world, draft, send_task,
+                                                           django_capture_on_commit_callbacks):
     client = world.client_for(world.member("operator", "finance"))
-    response = client.post(reverse("payouts:batch_cancel", args=[draft.public_id]),
-                           follow=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("payouts:batch_cancel", args=[draft.public_id]),
+                               follow=True)
     assert "Batch cancelled" in response.content.decode()
     draft.refresh_from_db()
     assert draft.status == PayoutBatch.CANCELLED
     assert not Commission.objects.filter(payout__isnull=False).exists()
 
 
+def test_a_batch_being_cancelled_cannot_be_approved_and_follows_the_release(
+        world, draft, send_task, django_capture_on_commit_callbacks):
+    finance = world.client_for(world.member("operator", "finance"))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        finance.post(reverse("payouts:batch_cancel", args=[draft.public_id]))
+    admin = world.client_for(world.member("operator", "admin"))
+
+    page = admin.get(detail_url(draft)).content.decode()
+    assert "Cancelling…" in page and progress_url(draft, "detail") in page
+    assert "Approve and send" not in page and "Cancel the batch" not in page
+    refused = admin.post(reverse("payouts:batch_approve", args=[draft.public_id]), follow=True)
+    assert "only a batch awaiting approval can be approved" in refused.content.decode()
+    assert admin.get(progress_url(draft, "detail"), headers=HTMX).status_code == 200
+
+    for callback in callbacks:
+        callback()
+
+    done = admin.get(progress_url(draft, "detail"), headers=HTMX)
+    assert done.status_code == 200 and done["HX-Refresh"] == "true"
+    assert "went back into the pool" in admin.get(detail_url(draft)).content.decode()
+    assert send_task == []
+
+
 def test_get_on_an_action_is_refused(world, draft):
     client = world.client_for(world.member("operator", "admin"))
     assert client.get(reverse("payouts:batch_approve", args=[draft.public_id])) \
         .status_code == 405
+
+
+# --- following a build (htmx) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("on", ["list", "detail"])
+def test_anonymous_visitors_polling_are_sent_to_log_in(client, building, on):
+    response = client.get(progress_url(building, on), headers=HTMX)
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+@pytest.mark.parametrize("kind,role", ALL_ROLES, ids=ROLE_IDS)
+def test_the_progress_partial_per_role(world, building, kind, role):
+    client = world.client_for(world.member(kind, role))
+    for on in ("list", "detail"):
+        response = client.get(progress_url(building, on), headers=HTMX)
+        if (kind, role) not in READERS:
+            assert response.status_code == 404
+            continue
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert "Building…" in html and "<html" not in html  # the partial, not a page
+        assert f'hx-get="{progress_url(building, on)}"' in html
+        assert 'hx-trigger="every 2s"' in html
+
+
+@pytest.mark.parametrize("name", ["partner2_owner", "foreign_owner", "foreign_vendor_admin"])
+def test_other_organizations_cannot_poll(world, building, name):
+    foreign = name.startswith("foreign")
+    client = world.client_for(world.others[name],
+                              host=world.other_network.domain if foreign else "testserver")
+    assert client.get(progress_url(building), headers=HTMX).status_code == 404
+
+
+def test_another_networks_finance_cannot_poll_our_build(world, building):
+    ops = OrganizationFactory(network=world.other_network, kind="operator")
+    outsider = MembershipFactory(organization=ops, role="finance")
+    client = world.client_for(outsider, host=world.other_network.domain)
+    assert client.get(progress_url(building), headers=HTMX).status_code == 404
+
+
+def test_the_list_shows_a_building_batch_that_polls_until_it_is_built(world, building):
+    client = world.client_for(world.member("operator", "auditor"))
+    html = client.get(list_url()).content.decode()
+    assert "Building… this row updates itself." in html
+    assert f'hx-get="{progress_url(building)}"' in html and 'hx-trigger="every 2s"' in html
+    assert f'href="{detail_url(building)}"' not in html  # nothing to open yet
+
+    polled = client.get(progress_url(building), headers=HTMX).content.decode()
+    assert polled.lstrip().startswith("<tr") and "Building…" in polled
+
+    for callback in building.dispatch:
+        callback()
+
+    row = client.get(progress_url(building), headers=HTMX).content.decode()
+    assert row.lstrip().startswith("<tr") and "hx-trigger" not in row  # polling stops
+    assert f'href="{detail_url(building)}"' in row and "Awaiting approval" in row
+    assert "$600.00" in row
+
+
+def test_the_batch_page_of_a_building_batch_polls_then_reloads(world, building):
+    client = world.client_for(world.member("operator", "finance"))
+    page = client.get(detail_url(building)).content.decode()
+    assert "Building…" in page and f'hx-get="{progress_url(building, "detail")}"' in page
+    assert "Approve and send" not in page and "Download CSV" not in page
+
+    for callback in building.dispatch:
+        callback()
+
+    response = client.get(progress_url(building, "detail"), headers=HTMX)
+    assert response.status_code == 200 and response["HX-Refresh"] == "true"
+    page = client.get(detail_url(building)).content.decode()
+    assert "waiting for a second approver" in page and "$600.00" in page
+
+
+def test_the_progress_url_without_htmx_goes_to_the_batch(world, building):
+    response = world.client_for(world.member("operator", "admin")).get(progress_url(building))
+    assert response.status_code == 302 and response["Location"] == detail_url(building)
+
+
+def test_polling_a_page_of_building_and_failed_batches_stays_cheap(
+        world, usd, django_assert_max_num_queries, django_capture_on_commit_callbacks):
+    """A failed build, then one building: the list and the partial cost a fixed few queries."""
+    with django_capture_on_commit_callbacks(execute=True):
+        batches.request_batch(world.member("operator", "admin"), YESTERDAY)
+    with django_capture_on_commit_callbacks(execute=False):
+        batch = batches.request_batch(world.member("operator", "finance"), YESTERDAY)
+    client = world.client_for(world.member("operator", "finance"))
+    with django_assert_max_num_queries(12):
+        html = client.get(list_url()).content.decode()
+    assert "Build failed" in html and "Building…" in html
+    with django_assert_max_num_queries(6):
+        assert client.get(progress_url(batch), headers=HTMX).status_code == 200
 
 
 # --- failures ------------------------------------------------------------------------------

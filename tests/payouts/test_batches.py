@@ -1,6 +1,9 @@
 """Payout batches: what goes into a batch (approved, released, unassigned commissions per partner
 and currency, net of clawbacks), who is carried over and why, the two-person rule, cancelling,
-two builds at once, and a query count that does not grow with the commissions.
+two builds at once, and a query count that does not grow with the commissions; then building
+and cancelling in Celery: the request checked at once, the task run on commit (and twice, and
+after a crash), one build per network at a time, failed builds that say why, stuck batches
+swept.
 
 Commissions are written directly (with the attribution and deal they hang on) and their earned
 entries posted through `payouts.ledger.post`, so balances are what production would hold."""
@@ -15,9 +18,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.errors import PermissionDenied, ServiceError
-from accounts.models import AuditEvent, Notification
+from accounts.models import AuditEvent, Membership, Notification
 from attribution.models import Attribution, DealSnapshot
-from payouts import batches, ledger
+from payouts import batches, ledger, tasks
 from payouts.models import (
     Commission,
     CommissionPlan,
@@ -596,3 +599,429 @@ def test_building_costs_the_same_queries_for_10_or_100_commissions(world, usd):
     many = _build_queries(world, usd, 10, partners)
     assert few == many
     assert many <= 15
+
+
+# --- building in Celery ----------------------------------------------------------------------
+
+def _built_later(batch, now_minus):
+    """Pretend the batch was asked for `now_minus` ago."""
+    PayoutBatch.objects.filter(pk=batch.pk).update(created_at=timezone.now() - now_minus)
+
+
+def test_a_request_leaves_a_building_batch_and_queues_the_build_on_commit(
+        payable, usd, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000])
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        batch = batches.request_batch(finance(payable), YESTERDAY)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.period_end) == (PayoutBatch.BUILDING, YESTERDAY)
+    assert not Payout.objects.exists()  # nothing is gathered before the task runs
+    assert AuditEvent.objects.filter(action="payout_batch.requested").count() == 1
+    assert len(callbacks) == 1
+
+    callbacks[0]()  # the dispatch: eager Celery runs the task here
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.payout_count, batch.totals) == (
+        PayoutBatch.DRAFT, 1, {"USD": 60_000})
+    assert Commission.objects.filter(payout__batch=batch).count() == 1
+
+
+def test_the_task_builds_and_asks_the_other_approvers(
+        payable, usd, django_capture_on_commit_callbacks):
+    world = payable
+    make_commissions(usd, world.partner, [60_000])
+    second_finance = MembershipFactory(organization=world.operator, role="finance")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = batches.request_batch(finance(world), YESTERDAY)
+
+    batch.refresh_from_db()
+    assert batch.status == PayoutBatch.DRAFT and batch.build_error == ""
+    event = AuditEvent.objects.get(action="payout_batch.created")
+    assert event.target_id == str(batch.public_id)
+    assert event.actor_id == batch.created_by_id  # the requester, though a worker built it
+    notified = set(Notification.objects.filter(kind="payout_batch")
+                   .values_list("user_id", flat=True))
+    assert notified == {world.member("operator", "admin").user_id, second_finance.user_id}
+
+
+def test_the_task_run_twice_builds_once(payable, usd, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000, 40_000])
+    with django_capture_on_commit_callbacks(execute=False):
+        batch = batches.request_batch(finance(payable), YESTERDAY)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        first = tasks.build_payout_batch(batch.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        second = tasks.build_payout_batch(batch.pk)
+
+    assert (first, second) == (PayoutBatch.DRAFT, None)
+    assert Payout.objects.filter(batch=batch).count() == 1
+    assert Commission.objects.filter(payout__batch=batch).count() == 2
+    assert AuditEvent.objects.filter(action="payout_batch.created").count() == 1
+    assert Notification.objects.filter(kind="payout_batch").count() == 1  # the admin, once
+
+
+@pytest.mark.parametrize("period_end,error", [
+    (date.today() + timedelta(days=2), ServiceError),
+    (YESTERDAY, PermissionDenied),
+], ids=["future-period", "not-allowed"])
+def test_a_bad_request_is_refused_at_once_and_queues_nothing(
+        payable, usd, period_end, error, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000])
+    actor = (finance(payable) if error is ServiceError
+             else payable.member("operator", "auditor"))
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(error) as raised:
+            batches.request_batch(actor, period_end)
+
+    assert callbacks == [] and not PayoutBatch.objects.exists()
+    if error is ServiceError:
+        assert "cannot end in the future" in raised.value.message
+        assert raised.value.field == "period_end"
+
+
+def test_only_an_operator_may_request_a_batch(payable, usd):
+    """A partner owner holds payout.view, not payout.manage; and an operator-kind check
+    stands even if a non-operator role ever gained payout.manage."""
+    with pytest.raises(PermissionDenied):
+        batches.request_batch(payable.member("partner", "owner"), YESTERDAY)
+    assert not PayoutBatch.objects.exists()
+
+
+def test_a_second_request_while_one_is_building_is_refused(
+        payable, usd, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000])
+    with django_capture_on_commit_callbacks(execute=False):
+        building = batches.request_batch(finance(payable), YESTERDAY)
+
+    for ask in (batches.request_batch, batches.build_batch):
+        with pytest.raises(ServiceError, match="already being built") as error:
+            ask(payable.member("operator", "admin"), YESTERDAY)
+        assert error.value.field == "period_end"
+    assert list(PayoutBatch.objects.values_list("pk", flat=True)) == [building.pk]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.build_payout_batch(building.pk)
+    make_commissions(usd, payable.partner, [70_000])
+    with django_capture_on_commit_callbacks(execute=True):
+        after = batches.request_batch(payable.member("operator", "admin"), YESTERDAY)
+    after.refresh_from_db()
+    assert after.status == PayoutBatch.DRAFT  # once built, the network may build again
+
+
+def test_another_networks_build_does_not_block_ours(payable, usd,
+                                                     django_capture_on_commit_callbacks):
+    ops = OrganizationFactory(network=payable.other_network, kind="operator")
+    outsider = MembershipFactory(organization=ops, role="finance")
+    with django_capture_on_commit_callbacks(execute=False):
+        batches.request_batch(outsider, YESTERDAY)
+        mine = batches.request_batch(finance(payable), YESTERDAY)
+    assert mine.status == PayoutBatch.BUILDING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_requests_at_once_leave_one_building_batch(world, programs, monkeypatch):
+    monkeypatch.setattr(batches, "_enqueue", lambda task, batch_id: None)  # no worker here
+    fin = finance(world)
+    admin = world.member("operator", "admin")
+
+    outcomes = _race(lambda: batches.request_batch(admin, YESTERDAY),
+                     lambda: batches.request_batch(fin, YESTERDAY))
+
+    assert sorted(type(o).__name__ for o in outcomes) == ["PayoutBatch", "ServiceError"], \
+        outcomes
+    refused = next(o for o in outcomes if isinstance(o, ServiceError))
+    assert "already being built" in refused.message
+    assert PayoutBatch.objects.filter(status=PayoutBatch.BUILDING).count() == 1
+
+
+def test_nothing_payable_ends_build_failed_with_the_synchronous_message(
+        payable, usd, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000], status=Commission.PAYABLE)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = batches.request_batch(finance(payable), YESTERDAY)
+
+    batch.refresh_from_db()
+    assert batch.status == PayoutBatch.BUILD_FAILED
+    assert batch.build_error == (f"No approved commissions are payable on or before "
+                                 f"{YESTERDAY:%-d %B %Y}: there is nothing to pay.")
+    assert (batch.totals, batch.payout_count) == ({}, 0)
+    assert not Payout.objects.exists()
+    assert AuditEvent.objects.get(action="payout_batch.build_failed").after == {
+        "error": batch.build_error}
+    # The requester hears of it (they may have left the page); the approvers have nothing to do.
+    [note] = Notification.objects.filter(kind="payout_batch")
+    assert note.user_id == batch.created_by_id and "could not be built" in note.title
+
+
+def test_every_partner_carried_over_ends_build_failed_with_the_reasons(
+        world, usd, django_capture_on_commit_callbacks):
+    make_payable(world.partner, account=False)
+    make_payable(world.partner2)
+    make_commissions(usd, world.partner, [60_000])
+    make_commissions(usd, world.partner2, [1_000])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = batches.request_batch(finance(world), YESTERDAY)
+
+    batch.refresh_from_db()
+    assert batch.status == PayoutBatch.BUILD_FAILED
+    assert "1 below the payout minimum" in batch.build_error
+    assert "1 no payout account" in batch.build_error
+    assert not Payout.objects.exists()
+    assert not Commission.objects.filter(payout__isnull=False).exists()
+
+
+def test_a_failed_build_frees_the_network_for_the_next_request(
+        payable, usd, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        failed = batches.request_batch(finance(payable), YESTERDAY)
+    make_commissions(usd, payable.partner, [60_000])
+    with django_capture_on_commit_callbacks(execute=True):
+        again = batches.request_batch(finance(payable), YESTERDAY)
+    failed.refresh_from_db()
+    again.refresh_from_db()
+    assert (failed.status, again.status) == (PayoutBatch.BUILD_FAILED, PayoutBatch.DRAFT)
+
+
+def test_commissions_changing_under_the_build_are_retried_in_the_task(
+        payable, usd, monkeypatch, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000])
+    claim, calls = batches._claim, []
+
+    def interrupted_claim(batch, cutoff):
+        calls.append(batch.pk)
+        claimed = claim(batch, cutoff)
+        return claimed + 1 if len(calls) == 1 else claimed  # a commission appeared, once
+
+    monkeypatch.setattr(batches, "_claim", interrupted_claim)
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = batches.request_batch(finance(payable), YESTERDAY)
+
+    batch.refresh_from_db()
+    assert len(calls) == 2 and batch.status == PayoutBatch.DRAFT
+    assert Payout.objects.filter(batch=batch).count() == 1  # the first try rolled back
+    assert Commission.objects.filter(payout__batch=batch).count() == 1
+
+
+def test_commissions_that_keep_changing_end_build_failed(
+        payable, usd, monkeypatch, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000])
+    monkeypatch.setattr(batches, "_claim", lambda batch, cutoff: -1)
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = batches.request_batch(finance(payable), YESTERDAY)
+    batch.refresh_from_db()
+    assert batch.status == PayoutBatch.BUILD_FAILED
+    assert "Commissions changed while the batch was being built" in batch.build_error
+    assert not Payout.objects.exists()
+
+
+def test_an_unexpected_error_fails_the_build_and_is_raised_for_the_logs(
+        payable, usd, monkeypatch, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000])
+    with django_capture_on_commit_callbacks(execute=False):
+        batch = batches.request_batch(finance(payable), YESTERDAY)
+
+    def broken(network_id):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(batches, "_debts", broken)
+    with pytest.raises(ZeroDivisionError):
+        batches.run_build(batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.build_error) == (PayoutBatch.BUILD_FAILED, batches.UNEXPECTED)
+    assert not Payout.objects.exists()
+
+
+def test_a_requester_who_lost_the_right_to_build_gets_a_failed_build(
+        payable, usd, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000])
+    requester = finance(payable)
+    with django_capture_on_commit_callbacks(execute=False):
+        batch = batches.request_batch(requester, YESTERDAY)
+    Membership.objects.filter(pk=requester.pk).update(status=Membership.DEACTIVATED)
+
+    batches.run_build(batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.build_error) == (PayoutBatch.BUILD_FAILED,
+                                                 batches.LOST_BUILDER)
+    assert not Commission.objects.filter(payout__isnull=False).exists()
+
+
+# --- stuck batches -----------------------------------------------------------------------------
+
+def test_a_crashed_build_leaves_the_batch_building_and_the_sweep_builds_it(
+        payable, usd, monkeypatch, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000])
+    with django_capture_on_commit_callbacks(execute=False):
+        batch = batches.request_batch(finance(payable), YESTERDAY)
+    claim = batches._claim
+
+    def killed(batch, cutoff):
+        raise SystemExit("worker killed")  # not an Exception: nothing in the task catches it
+
+    monkeypatch.setattr(batches, "_claim", killed)
+    with pytest.raises(SystemExit):
+        tasks.build_payout_batch(batch.pk)
+    batch.refresh_from_db()
+    assert batch.status == PayoutBatch.BUILDING and not Payout.objects.exists()
+
+    monkeypatch.setattr(batches, "_claim", claim)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert batches.sweep_stuck_batches() == {"requeued": 0, "failed": 0}  # too recent
+    batch.refresh_from_db()
+    assert batch.status == PayoutBatch.BUILDING
+
+    _built_later(batch, batches.STUCK_AFTER + timedelta(minutes=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.sweep_stuck_batches() == {"requeued": 1, "failed": 0}
+    batch.refresh_from_db()
+    assert batch.status == PayoutBatch.DRAFT
+    assert Commission.objects.filter(payout__batch=batch).count() == 1
+
+
+def test_a_build_stuck_for_hours_fails_and_frees_the_network(
+        payable, usd, django_capture_on_commit_callbacks):
+    make_commissions(usd, payable.partner, [60_000])
+    with django_capture_on_commit_callbacks(execute=False):
+        batch = batches.request_batch(finance(payable), YESTERDAY)
+    _built_later(batch, batches.GIVE_UP_AFTER + timedelta(minutes=1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert batches.sweep_stuck_batches() == {"requeued": 0, "failed": 1}
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.build_error) == (PayoutBatch.BUILD_FAILED, batches.GAVE_UP)
+    assert not Payout.objects.exists()  # given up, not built
+    [note] = Notification.objects.filter(kind="payout_batch")
+    assert note.user_id == batch.created_by_id and note.body == batches.GAVE_UP
+    with django_capture_on_commit_callbacks(execute=True):
+        again = batches.request_batch(finance(payable), YESTERDAY)
+    again.refresh_from_db()
+    assert again.status == PayoutBatch.DRAFT
+
+
+class _HeldRow:
+    """Another connection holds the batch's row lock, as a worker building it would."""
+
+    def __init__(self, batch_id):
+        self.batch_id = batch_id
+        self.locked, self.release = threading.Event(), threading.Event()
+
+    def __enter__(self):
+        def hold():
+            try:
+                with transaction.atomic():
+                    PayoutBatch.objects.select_for_update().get(pk=self.batch_id)
+                    self.locked.set()
+                    self.release.wait(timeout=30)
+            finally:
+                connection.close()
+
+        self.thread = threading.Thread(target=hold)
+        self.thread.start()
+        assert self.locked.wait(timeout=10)
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.thread.join(timeout=30)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_a_worker_is_building_is_left_alone(world, programs, monkeypatch):
+    monkeypatch.setattr(batches, "_enqueue", lambda task, batch_id: None)
+    usd = make_plan(world, programs["acme"])
+    make_payable(world.partner)
+    make_commissions(usd, world.partner, [60_000])
+    batch = batches.request_batch(finance(world), YESTERDAY)
+    _built_later(batch, batches.GIVE_UP_AFTER + timedelta(minutes=1))
+
+    with _HeldRow(batch.pk):
+        assert batches.run_build(batch.pk) is None  # a duplicate delivery: no wait, no work
+        assert batches.sweep_stuck_batches() == {"requeued": 0, "failed": 0}
+        # Approving or cancelling it is refused at once, not after the build's minutes.
+        for act, actor in ((batches.approve_batch, world.member("operator", "admin")),
+                           (batches.request_cancel, finance(world))):
+            with pytest.raises(ServiceError, match="still being built"):
+                act(actor, batch)
+
+    batch.refresh_from_db()
+    assert batch.status == PayoutBatch.BUILDING
+    assert batches.run_build(batch.pk) == PayoutBatch.DRAFT
+
+
+# --- cancelling in Celery ----------------------------------------------------------------------
+
+def test_a_cancel_request_blocks_approval_at_once_and_releases_on_commit(
+        draft, world, send_task, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        batches.request_cancel(finance(world), draft)
+
+    draft.refresh_from_db()
+    assert draft.status == PayoutBatch.CANCELLING and draft.cancelled_at is not None
+    assert Commission.objects.filter(payout__batch=draft).count() == 1  # not released yet
+    with pytest.raises(ServiceError, match="only a batch awaiting approval"):
+        batches.approve_batch(world.member("operator", "admin"), draft)
+    with pytest.raises(ServiceError, match="only a batch awaiting approval"):
+        batches.request_cancel(world.member("operator", "admin"), draft)
+
+    for callback in callbacks:
+        callback()
+
+    draft.refresh_from_db()
+    assert draft.status == PayoutBatch.CANCELLED
+    assert set(draft.payouts.values_list("status", flat=True)) == {Payout.CANCELLED}
+    assert not Commission.objects.filter(payout__isnull=False).exists()
+    assert AuditEvent.objects.get(action="payout_batch.released").after == {
+        "status": PayoutBatch.CANCELLED, "commissions_released": 1}
+    assert send_task == []
+
+
+def test_the_cancel_task_run_twice_releases_once(draft, world):
+    batches.request_cancel(finance(world), draft)
+    assert tasks.cancel_payout_batch(draft.pk) == 1
+    assert tasks.cancel_payout_batch(draft.pk) is None
+    assert AuditEvent.objects.filter(action="payout_batch.released").count() == 1
+
+
+def test_a_stuck_cancel_is_swept(draft, world, django_capture_on_commit_callbacks):
+    batches.request_cancel(finance(world), draft)  # its task never ran
+    PayoutBatch.objects.filter(pk=draft.pk).update(
+        cancelled_at=timezone.now() - batches.STUCK_AFTER - timedelta(minutes=1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert batches.sweep_stuck_batches() == {"requeued": 1, "failed": 0}
+
+    draft.refresh_from_db()
+    assert draft.status == PayoutBatch.CANCELLED
+    assert not Commission.objects.filter(payout__isnull=False).exists()
+
+
+# --- the quickstart's SQLite path ------------------------------------------------------------
+
+def test_the_portable_path_builds_the_same_batch_as_postgresqls(payable, usd, monkeypatch):
+    """SQLite (the zero-config quickstart) has no advisory locks nor arrays: the builder's
+    portable debt query and claim must give what the PostgreSQL statements give."""
+    world = payable
+    make_debt(usd, world.partner, 30_000)
+    make_commissions(usd, world.partner, [60_000, 40_000])
+    make_commissions(usd, world.partner2, [50_000])
+    expected = batches._debts(world.network.pk)
+    monkeypatch.setattr(batches.connection, "vendor", "sqlite")
+    assert batches._debts(world.network.pk) == expected == {(world.partner.pk, "USD"): 30_000}
+
+    batch = batches.build_batch(finance(world), YESTERDAY)
+
+    mine = payouts_of(batch)[(world.partner.pk, "USD")]
+    assert (mine.gross_minor, mine.offset_minor, mine.amount_minor) == (100_000, 30_000, 70_000)
+    assert Commission.objects.filter(payout=mine).count() == 2
+    assert Commission.objects.filter(payout__batch=batch).count() == 3
