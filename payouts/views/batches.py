@@ -10,7 +10,8 @@ import csv
 
 from django import forms
 from django.contrib import messages
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
@@ -86,8 +87,13 @@ def _list(request, new_form=None, status=200):
         queryset = queryset.none()  # an unreadable filter never widens the list
     elif form.is_bound and form.cleaned_data["status"]:
         queryset = queryset.filter(status=form.cleaned_data["status"])
-    queryset = queryset.select_related("created_by", "approved_by").order_by("-created_at",
-                                                                              "-pk")
+    # Sent batches can hold failed payouts: count them per row (one correlated COUNT,
+    # served by the payout (batch, status) index).
+    failed = Payout.objects.filter(batch=OuterRef("pk"), status=Payout.FAILED).order_by() \
+        .values("batch").annotate(n=Count("pk")).values("n")[:1]
+    queryset = (queryset.select_related("created_by", "approved_by")
+                .annotate(failed_count=Coalesce(Subquery(failed), 0))
+                .order_by("-created_at", "-pk"))
     page = paginate(request, queryset)
     may_build = roles.PAYOUT_MANAGE in permissions_of(membership)
     if may_build and new_form is None:

@@ -553,3 +553,10 @@ def test_the_batch_page_costs_the_same_with_many_payouts(world, usd,
     failures = html.count("Stripe said no")
     not_ready = html.count("Payout account cannot receive transfers yet")
     assert failures and not_ready and failures + not_ready == 25  # page 1 of 30
+
+
+def test_the_list_flags_sent_batches_with_failed_payouts(world, draft):
+    failed(draft)
+    PayoutBatch.objects.filter(pk=draft.pk).update(status=PayoutBatch.SENT)
+    html = world.client_for(world.member("operator", "finance")).get(list_url()).content.decode()
+    assert "1 failed" in html
