@@ -4,15 +4,16 @@
         .venv/bin/python bench/attribution.py [--referrals 1000000] [--deals 100000]
 
 Creates the bench database if it is missing, migrates, seeds the demo network, tops the
-referrals up to --referrals (referrals.demo.seed_scale) and the won deals of the demo vendors up
-to --deals (one DealSnapshot each: most share a referral's domain, some carry our referral id,
-some have a misspelt name, some match nothing), runs VACUUM ANALYZE, and then, per scenario,
-clears the bench deals' attributions and times attribution.runner.backfill for each vendor
-twice: a first run that attributes every deal, and a re-run on unchanged inputs (the digest
-short-circuit). Scenarios: the programs with fuzzy-name matching off (fuzzy_threshold 100, all
-deals) and as seeded (fuzzy names on, the latest --fuzzy-sample deals: each deal's trigram
-lookup is what costs). Prints deals per second, SQL queries per deal and the time in them,
-what the deals were attributed to, and EXPLAIN ANALYZE of each candidate lookup.
+referrals up to --referrals (referrals.demo.seed_scale: look-alike names, or with --names varied
+invented brand and trade words, in a database of their own) and the won deals of the demo
+vendors up to --deals (one DealSnapshot each: most share a referral's domain, some carry our
+referral id, some have a misspelt name, some match nothing), runs VACUUM ANALYZE, and then, per
+scenario, clears the bench deals' attributions and times attribution.runner.backfill for each
+vendor twice: a first run that attributes every deal, and a re-run on unchanged inputs (the
+digest short-circuit). Scenarios: the programs with fuzzy-name matching off (fuzzy_threshold
+100, all deals) and as seeded (fuzzy names on, the latest --fuzzy-sample deals: each deal's
+trigram lookup is what costs). Prints deals per second, SQL queries per deal and the time in
+them, what the deals were attributed to, and EXPLAIN ANALYZE of each candidate lookup.
 See bench/README.md.
 """
 
@@ -58,6 +59,11 @@ def parse_args():
     parser.add_argument("--exact-sample", type=int, default=0,
                         help="time the programs with fuzzy names off (threshold 100) on the "
                              "latest N deals only (default 0: all of them; -1 skips)")
+    parser.add_argument("--names", choices=("lookalike", "varied"), default="lookalike",
+                        help="how seed_scale names the generated referrals: 'lookalike' (two "
+                             "of 25 words plus a number: the fuzzy lookup's worst case) or "
+                             "'varied' (invented brand and trade words); use one database per "
+                             "kind, e.g. partnerhub_attr_bench_varied")
     parser.add_argument("--force", action="store_true",
                         help="allow a database whose name does not contain 'bench'")
     return parser.parse_args()
@@ -88,7 +94,7 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def prepare(referrals: int, deals: int) -> None:
+def prepare(referrals: int, deals: int, names: str = "lookalike") -> None:
     from django.core.management import call_command
     from django.db import connection
 
@@ -102,7 +108,7 @@ def prepare(referrals: int, deals: int) -> None:
     missing = referrals - Referral.objects.count()
     if missing > 0:
         log(f"Generating {missing} referrals...")
-        demo.seed_scale(missing)
+        demo.seed_scale(missing, names=names)
     have = DealSnapshot.objects.filter(provider=PROVIDER).count()
     if deals > have:
         log(f"Generating {deals - have} won deals...")
@@ -372,7 +378,7 @@ def main():
     from attribution.models import DealSnapshot
     from referrals.models import Program, Referral
 
-    prepare(args.referrals, args.deals)
+    prepare(args.referrals, args.deals, args.names)
     vendors = list(Organization.objects.filter(slug__in=VENDORS).order_by("slug"))
     results, summaries = [], {}
     for name, threshold, sample in scenarios(args):

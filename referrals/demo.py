@@ -96,10 +96,47 @@ STATUS_MIX = [(Referral.SUBMITTED, 30), (Referral.ACCEPTED, 30), (Referral.REJEC
 WORDS = ("north blue acme prime delta nova apex summit vertex orbit lumen pixel quantum solar "
          "river harbor cedar maple atlas zenith crest falcon beacon matrix vector").split()
 SUFFIXES = ["Inc", "LLC", "GmbH", "Ltd", "Corp", "SA", "BV", ""]
+# Varied names (seed_scale(names="varied")): an invented brand word (now and then two), nine in
+# ten followed by one or two trade words ("Postflir Logistics", "Glazio Motors", "Lirkjes
+# Imports Media"): thousands share each trade word, as "... Solutions" do in a real CRM.
+ONSETS = ("b br c ch cl cr d dr f fl fr g gl gr h j k kl l m n p pl pr r s sh sk sl st t th "
+          "tr v w z").split()
+VOWELS = "a e i o u a e i o ai ea io ou".split()
+CODAS = ["", "", "", "n", "r", "l", "s", "x", "m", "t", "nd", "rk", "st", "v"]
+TRADES = ("logistics health software partners dental foods capital labs systems energy media "
+          "group consulting analytics robotics pharma studio networks holdings foundry freight "
+          "clinic bakery brewing insurance realty motors textiles aerospace biotech security "
+          "solar marine retail travel hospitality education legal finance telecom gaming "
+          "fitness apparel furniture packaging printing chemicals mining farms wines "
+          "outfitters builders engineering architects design digital cloud data ventures "
+          "industries works supply trading imports devices instruments").split()
 
 
-def seed_scale(count: int, *, batch: int = 5000, seed: int = 7) -> int:
-    """Bulk-generate `count` referrals across the demo organizations (for benchmarks)."""
+def _brand(rng: random.Random) -> str:
+    return "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
+                   for _ in range(rng.choice((2, 2, 3))))
+
+
+def _varied_name(rng: random.Random) -> str:
+    words = [_brand(rng)]
+    shape = rng.random()
+    if shape < 0.15:
+        words.append(_brand(rng))  # "Veloxa Trimand"
+    if shape >= 0.1:
+        words.append(rng.choice(TRADES))
+    if shape >= 0.75:
+        words.append(rng.choice(TRADES))
+    return " ".join(w.title() for w in words)
+
+
+def seed_scale(count: int, *, batch: int = 5000, seed: int = 7, names: str = "lookalike") -> int:
+    """Bulk-generate `count` referrals across the demo organizations (for benchmarks).
+
+    names="lookalike" (the default) builds every company name from two of the 25 WORDS plus a
+    number ("Acme Harbor 820127"): extreme look-alikes, the fuzzy lookups' worst case.
+    names="varied" uses invented brand words and trade words (`_varied_name`), no numbers."""
+    if names not in ("lookalike", "varied"):
+        raise ValueError(f"unknown names {names!r}")
     rng = random.Random(seed)
     enrolments = list(Enrolment.objects.filter(status="active")
                       .select_related("program", "partner"))
@@ -114,7 +151,8 @@ def seed_scale(count: int, *, batch: int = 5000, seed: int = 7) -> int:
         for i in range(min(batch, count - made)):
             n = start + made + i
             e = rng.choice(enrolments)
-            name = f"{rng.choice(WORDS).title()} {rng.choice(WORDS).title()} {n}"
+            name = (f"{rng.choice(WORDS).title()} {rng.choice(WORDS).title()} {n}"
+                    if names == "lookalike" else _varied_name(rng))
             company = f"{name} {rng.choice(SUFFIXES)}".strip()
             domain = f"{name.lower().replace(' ', '')}.com"
             status = rng.choice(statuses)

@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from accounts import roles
 from attribution.decisions import confirm_attribution, reassign_attribution
+from attribution.disputes import partner_subjects
 from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
-from attribution.runner import attribute_deal
+from attribution.runner import FUZZY_CANDIDATES, attribute_deal
 from attribution.tasks import attribute_snapshot
 from integrations import connections
 from integrations.builtin.services import move_stage
@@ -485,6 +486,55 @@ def test_a_program_that_trusts_fuzzy_matches_confirms_them(world, programs, pipe
     attribution = attribution_of("CRM-9")
     assert attribution.referral == referral
     assert attribution.status == Attribution.AUTO_CONFIRMED
+
+
+def test_the_genuine_fuzzy_match_is_found_among_many_look_alikes(world, programs, pipeline,
+                                                                 run_on_commit):
+    """A crowded vendor: 250 registrations whose names share most of the deal's trigrams
+    ("northwind trad 123" / "northwind trader": similarity 0.64) but score 82 with rapidfuzz.
+    The lookup keeps the FUZZY_CANDIDATES most similar names, the genuine registration (0.84,
+    score 97) among them, and breaks the ties among look-alikes the same way on a re-run."""
+    genuine = accept(world, register(world, programs, company="Northwind Traders Inc",
+                                     website="https://www.northwind.com"))
+    Referral.objects.bulk_create(
+        ReferralFactory.build(program=programs["acme"], partner=world.partner2,
+                              submitted_by=world.others["partner2_rep"].user,
+                              company_name=f"Northwind Trad {n} Inc",
+                              website=f"https://northwind-trad-{n}.example")
+        for n in range(100, 350))
+    crm_change(pipeline, run_on_commit, "CRM-9", version="1",
+               account_domain="northwind-trading.example", account_name="Northwind Trader LLC",
+               deal_created_at=timezone.now(), closed_at=timezone.now())
+    attribution = attribution_of("CRM-9")
+    assert (attribution.referral, attribution.match) == (genuine, "fuzzy")
+    rows = list(attribution.candidates.all())
+    assert len(rows) == FUZZY_CANDIDATES == 200
+    assert {(r.match, r.kept) for r in rows if r.referral_id != genuine.pk} == {("none", False)}
+    before = state(attribution)
+    attribute_deal(attribution.snapshot)
+    assert state(attribution) == before
+
+
+def test_a_fuzzy_match_beaten_by_a_domain_match_stays_visible_and_disputable(
+        world, programs, pipeline, run_on_commit):
+    """Why the runner looks up similar names even for a deal that a domain match wins: the
+    partner whose registration only resembles the deal's name loses to the stronger match, but
+    sees the deal and can dispute it (the same company on another domain, say)."""
+    by_name = accept(world, register(world, programs, partner=world.partner2,
+                                     company="Northwind Trader LLC",
+                                     website="https://northwind-trading.example", days_ago=20))
+    by_domain = accept(world, register(world, programs, company="NW Traders Inc",
+                                       website="https://www.northwind.com", days_ago=5))
+    crm_change(pipeline, run_on_commit, "CRM-12", version="1", account_domain="northwind.com",
+               account_name="Northwind Traders", deal_created_at=timezone.now(),
+               closed_at=timezone.now())
+    attribution = attribution_of("CRM-12")
+    assert (attribution.referral, attribution.match) == (by_domain, "domain")
+    row = AttributionCandidate.objects.get(attribution=attribution, referral=by_name)
+    assert (row.match, row.kept, row.reason) == ("fuzzy", False,
+                                                 "a stronger match (domain) exists")
+    assert list(Attribution.objects.visible_to(world.others["partner2_owner"])) == [attribution]
+    assert [s.attribution for s in partner_subjects(by_name)] == [attribution]
 
 
 def test_the_program_time_zone_decides_the_window(world, programs, pipeline, run_on_commit):
