@@ -19,12 +19,22 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import (
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts import audit
 from attribution.models import Attribution, DealSnapshot
-from payouts.models import Balance, Commission, LedgerEntry
+from payouts.models import Balance, Commission, LedgerEntry, Payout
 from payouts.plans import commission_for, plan_in_effect
 from referrals.models import Enrolment
 
@@ -47,6 +57,25 @@ def post(entries: list[LedgerEntry]) -> list[LedgerEntry]:
     return created
 
 
+def with_owed(balances: QuerySet) -> QuerySet:
+    """Annotate balances with `owed`: what the partner owes from clawbacks in that currency,
+    not yet netted off. The balance is its unpaid live commissions minus what it owes, so the
+    debt is the one minus the other, less the offsets of its payouts still in flight (already
+    promised to the debt). One query; payouts/batches.py computes the same for a whole network
+    in one grouped statement."""
+    same = {"partner_id": OuterRef("partner_id"), "currency": OuterRef("currency")}
+
+    def total(queryset, field):
+        return Coalesce(Subquery(queryset.filter(**same).order_by().values("partner_id")
+                                 .annotate(s=Sum(field)).values("s")[:1]), Value(0))
+
+    unpaid = total(Commission.objects.filter(status__in=Commission.UNPAID), "amount_minor")
+    in_flight = total(Payout.objects.filter(
+        status__in=(Payout.READY, Payout.SENDING, Payout.FAILED)), "offset_minor")
+    return balances.annotate(owed=ExpressionWrapper(unpaid - F("amount_minor") - in_flight,
+                                                    output_field=IntegerField()))
+
+
 @dataclass(frozen=True)
 class Desired:
     partner_id: int
@@ -60,14 +89,13 @@ class Desired:
     deal_amount_minor: int
 
 
-def earned_by(attribution: Attribution) -> Desired | None:
-    """What the attribution earns now, or None (no partner, waiting for review, deal not won,
-    no plan in effect, nothing to pay)."""
+def earned_by(attribution: Attribution, snapshot: DealSnapshot) -> Desired | None:
+    """What the attribution earns now given the deal's newest snapshot, or None (no partner,
+    waiting for review, deal not won, no plan in effect, nothing to pay)."""
     if attribution.partner_id is None or attribution.referral_id is None:
         return None
     if attribution.status == Attribution.NEEDS_REVIEW:
         return None
-    snapshot = newest_snapshot(attribution)
     if snapshot.outcome != DealSnapshot.WON:
         return None
     referral = attribution.referral
@@ -106,10 +134,10 @@ def _same(live: Commission, desired: Desired | None) -> bool:
         desired.amount_minor, desired.currency, desired.plan.pk)
 
 
-def _why(attribution: Attribution, live: Commission, desired: Desired | None) -> str:
+def _why(attribution: Attribution, outcome: str, live: Commission,
+         desired: Desired | None) -> str:
     if attribution.partner_id != live.partner_id or attribution.referral_id != live.referral_id:
         return "attribution changed"
-    outcome = newest_snapshot(attribution).outcome
     if outcome == DealSnapshot.LOST:
         return "deal lost"
     if outcome == DealSnapshot.OPEN or attribution.status == Attribution.NEEDS_REVIEW:
@@ -130,13 +158,14 @@ def sync_commission(attribution_id: int, *, now=None) -> Commission | None:
             return None
         live = (Commission.objects.select_for_update()
                 .filter(attribution=attribution).exclude(status__in=Commission.RETIRED).first())
-        desired = earned_by(attribution)
+        snapshot = newest_snapshot(attribution)
+        desired = earned_by(attribution, snapshot)
         if live is not None and _same(live, desired):
             return live
         if live is None and desired is None:
             return None
         if live is not None:
-            why = _why(attribution, live, desired)
+            why = _why(attribution, snapshot.outcome, live, desired)
             by_person = why == "attribution changed"
             if not by_person and now > live.clawback_until:
                 # Past the clawback window the partner keeps what it earned.

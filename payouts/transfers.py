@@ -23,7 +23,7 @@ from datetime import timedelta
 
 import stripe
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
@@ -386,14 +386,10 @@ class Recovery:
 
 
 def partner_debt(partner: Organization, currency: str) -> int:
-    """What the partner owes: clawbacks not yet netted off. Its balance is its unpaid live
-    commissions minus what it owes, so the debt is the one minus the other."""
-    unpaid = (Commission.objects.filter(partner=partner, currency=currency,
-                                        status__in=Commission.UNPAID)
-              .aggregate(s=Sum("amount_minor"))["s"] or 0)
-    balance = (Balance.objects.filter(partner=partner, currency=currency)
-               .values_list("amount_minor", flat=True).first() or 0)
-    return max(0, unpaid - balance)
+    """What the partner owes in `currency`: clawbacks not yet netted off (ledger.with_owed)."""
+    owed = (ledger.with_owed(Balance.objects.filter(partner=partner, currency=currency))
+            .values_list("owed", flat=True).first())
+    return max(0, owed or 0)
 
 
 def recover_by_reversal(actor, partner: Organization, currency: str) -> Recovery:

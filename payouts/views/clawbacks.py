@@ -2,8 +2,6 @@
 they are active; recovered by reversing their transfers once they have left the network."""
 
 from django.contrib import messages
-from django.db.models import ExpressionWrapper, F, IntegerField, OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import path
@@ -17,27 +15,14 @@ from accounts.permissions import can, get_object_for
 from partnerhub.money import format_money
 from partnerhub.pagination import paginate
 from payouts import transfers
-from payouts.models import Balance, Commission, Payout
-
-
-def _sum(queryset):
-    return Coalesce(Subquery(queryset.values("partner_id").annotate(s=Sum("amount_minor"))
-                             .values("s")[:1]), Value(0))
+from payouts.ledger import with_owed
+from payouts.models import Balance
 
 
 def owed_balances(membership):
-    """Balances whose partner owes money: unpaid live commissions minus the balance (what the
-    ledger says is owed), less what payouts in flight already net off. One query."""
-    same = {"partner_id": OuterRef("partner_id"), "currency": OuterRef("currency")}
-    unpaid = _sum(Commission.objects.filter(status__in=Commission.UNPAID, **same))
-    in_flight = Coalesce(Subquery(
-        Payout.objects.filter(status__in=(Payout.READY, Payout.SENDING, Payout.FAILED), **same)
-        .values("partner_id").annotate(s=Sum("offset_minor")).values("s")[:1]), Value(0))
-    owed = ExpressionWrapper(unpaid - F("amount_minor") - in_flight,
-                             output_field=IntegerField())
-    return (Balance.objects.visible_to(membership).filter(partner__kind=roles.PARTNER)
-            .annotate(owed=owed).filter(owed__gt=0).select_related("partner")
-            .order_by("-owed", "pk"))
+    """The balances in scope whose partner owes money, largest debt first. One query."""
+    return (with_owed(Balance.objects.visible_to(membership).filter(partner__kind=roles.PARTNER))
+            .filter(owed__gt=0).select_related("partner").order_by("-owed", "pk"))
 
 
 @require_permission(roles.PAYOUT_VIEW)
