@@ -18,10 +18,12 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import ensure_database  # noqa: E402 (the script's own folder is on the path)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "partnerhub.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/partnerhub_bench")
 os.environ.setdefault("DEBUG", "0")  # time what production runs, not the debug machinery
@@ -46,27 +48,6 @@ def parse_args():
     parser.add_argument("--force", action="store_true",
                         help="allow a database whose name does not contain 'bench'")
     return parser.parse_args()
-
-
-def ensure_database(url: str, force: bool) -> None:
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit("The benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
-    name = parts.path.lstrip("/")
-    if "bench" not in name and not force:
-        sys.exit(f"Refusing to seed {name!r}: use a database named *bench* (or --force).")
-    conninfo = dict(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
-                    user=parts.username or "postgres", dbname="postgres")
-    if parts.password:
-        conninfo["password"] = parts.password
-    with psycopg.connect(**conninfo, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            print(f"Created database {name}.", file=sys.stderr)
 
 
 def prepare(scale: int) -> None:
