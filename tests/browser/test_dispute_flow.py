@@ -19,12 +19,10 @@ from attribution.models import Attribution, DealSnapshot, Dispute
 from attribution.runner import attribute_deal
 from referrals.models import Referral
 from tests.accounts.factories import MembershipFactory, OrganizationFactory, UserFactory
+from tests.browser.helpers import log_in, log_out
 from tests.referrals.factories import EnrolmentFactory, ProgramFactory, ReferralFactory
 
-FACTORY_PASSWORD = "correct-horse-battery"
-DASHBOARD = re.compile(r"^https?://[^/]+/$")
 DISPUTE_PAGE = re.compile(r"/disputes/[0-9a-f-]{36}/$")
-PASSWORD_LABEL = re.compile(r"^Password:?$")
 
 VENDOR, PARTNER, RIVAL, OPERATOR = "Acme Cloud", "Brightpath Consulting", "Summit Advisors", \
     "Northwind Ops"
@@ -90,17 +88,6 @@ def scene(network, settings, tmp_path):
                  channel_manager)
 
 
-def log_in(page: Page, membership: Membership) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(membership.user.email)
-    page.get_by_label(PASSWORD_LABEL).fill(FACTORY_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(DASHBOARD)
-
-
-def log_out(page: Page) -> None:
-    page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
 def card(page: Page, heading: str):

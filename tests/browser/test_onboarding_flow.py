@@ -12,6 +12,7 @@ from playwright.sync_api import Page, expect
 from accounts import roles
 from accounts.models import Organization
 from tests.accounts.factories import MembershipFactory, OrganizationFactory, UserFactory
+from tests.browser.helpers import log_out
 
 FACTORY_PASSWORD = "correct-horse-battery"
 
@@ -49,10 +50,6 @@ def log_in(page: Page, email: str, password: str) -> None:
     page.get_by_label(PASSWORD_LABEL).fill(password)
     page.get_by_role("button", name="Log in").click()
 
-
-def log_out(page: Page) -> None:
-    page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
 def test_partner_applies_verifies_and_is_approved(page: Page, network, reviewer):

@@ -11,19 +11,16 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from accounts import roles
-from accounts.models import Membership
 from integrations import connections
 from integrations.builtin.services import move_stage
 from payouts.models import Commission, Payout
 from payouts.plans import save_plan
 from referrals import services
 from tests.accounts.factories import MembershipFactory, OrganizationFactory, UserFactory
+from tests.browser.helpers import log_in, log_out
 from tests.fakes.stripe import fake_stripe  # noqa: F401 (fixture)
 from tests.referrals.factories import EnrolmentFactory, ProgramFactory, ReferralFactory
 
-FACTORY_PASSWORD = "correct-horse-battery"
-DASHBOARD = re.compile(r"^https?://[^/]+/$")
-PASSWORD_LABEL = re.compile(r"^Password:?$")
 PLAN = {"kind": "percent", "rate_bp": 1000, "flat_minor": None, "tier_rates_bp": {},
         "cap_minor": None, "currency": "USD", "holding_days": 0, "clawback_days": 90,
         "payout_minimum_minor": 5000}
@@ -62,17 +59,6 @@ def scene(network, fake_stripe):  # noqa: F811
             "commission": commission, "stripe": fake_stripe}
 
 
-def log_in(page: Page, membership: Membership) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(membership.user.email)
-    page.get_by_label(PASSWORD_LABEL).fill(FACTORY_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(DASHBOARD)
-
-
-def log_out(page: Page) -> None:
-    page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
 def test_partner_connects_finance_pays_a_batch_partner_sees_it_paid(page: Page, scene):

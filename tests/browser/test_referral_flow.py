@@ -15,13 +15,10 @@ from accounts import roles
 from accounts.models import Membership, Organization
 from referrals.models import Program, Referral
 from tests.accounts.factories import MembershipFactory, OrganizationFactory, UserFactory
+from tests.browser.helpers import log_in, log_out
 from tests.referrals.factories import EnrolmentFactory, ProgramFactory, ReferralFactory
 
-FACTORY_PASSWORD = "correct-horse-battery"
-
-DASHBOARD = re.compile(r"^https?://[^/]+/$")
 REFERRAL_PAGE = re.compile(r"/referrals/[0-9a-f-]{36}/$")
-PASSWORD_LABEL = re.compile(r"^Password:?$")
 
 VENDOR = "Acme Cloud"
 PROGRAM = "Acme Partner Program"
@@ -69,19 +66,6 @@ def desk(network):
                 rep=rep)
 
 
-def log_in(page: Page, membership: Membership) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(membership.user.email)
-    page.get_by_label(PASSWORD_LABEL).fill(FACTORY_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(DASHBOARD)
-    expect(page.get_by_role("heading", name=membership.organization.name, level=1)) \
-        .to_be_visible()
-
-
-def log_out(page: Page) -> None:
-    page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
 def open_nav(page: Page, label: str) -> None:
