@@ -22,7 +22,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from attribution import engine
 from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
-from referrals.conflicts import trigram_floor
+from referrals.conflicts import set_trigram_floor
 from referrals.models import Program, Referral
 from referrals.normalize import normalize_company_name
 
@@ -113,8 +113,7 @@ def _similar_names(vendor_id: int, names: list[str], threshold: int) -> dict[str
     with transaction.atomic(), connection.cursor() as cursor:
         # The same floor as the conflict check, set here: `%` otherwise reads whatever the
         # transaction last set (a submission's conflict check), and a re-run must not differ.
-        cursor.execute("SELECT set_config('pg_trgm.similarity_threshold', %s, true)",
-                       [str(trigram_floor(threshold))])
+        set_trigram_floor(cursor, threshold)
         cursor.execute(
             f"SELECT q.name, r.id FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL ("
             f" SELECT id FROM {table} WHERE vendor_id = %s AND NOT (status = 'draft')"

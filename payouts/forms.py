@@ -4,6 +4,7 @@ the services receive integers (minor units, basis points)."""
 from decimal import Decimal, InvalidOperation
 
 from django import forms
+from django.db.models import Q
 
 from partnerhub.money import from_minor, to_minor
 from payouts.models import Commission, CommissionPlan
@@ -113,17 +114,26 @@ class CommissionFilterForm(forms.Form):
     vendor = forms.UUIDField(required=False, widget=forms.HiddenInput)
     partner = forms.UUIDField(required=False, widget=forms.HiddenInput)
 
+    def apply(self, queryset):
+        """The commissions matching this (bound) filter; an unreadable filter shows nothing,
+        never more."""
+        if not self.is_bound:
+            return queryset
+        if not self.is_valid():
+            return queryset.none()
+        d = self.cleaned_data
+        if d.get("q"):
+            q = d["q"].strip()
+            queryset = queryset.filter(Q(deal_name__icontains=q) | Q(external_deal_id=q))
+        for name in ("status", "currency"):
+            if d.get(name):
+                queryset = queryset.filter(**{name: d[name]})
+        for name in ("vendor", "partner"):
+            if d.get(name):
+                queryset = queryset.filter(**{f"{name}__public_id": d[name]})
+        return queryset
+
 
 class RejectForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000,
                              label="Why (the partner sees this)")
-
-
-class BulkApproveForm(forms.Form):
-    selected = forms.TypedMultipleChoiceField(coerce=str, required=True,
-                                              error_messages={"required": "Select commissions "
-                                                                          "to approve."})
-
-    def __init__(self, *args, choices=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["selected"].choices = [(c, c) for c in choices]

@@ -90,13 +90,19 @@ def trigram_floor(threshold: int) -> float:
     return 0.4 if threshold >= 90 else 0.3
 
 
+def set_trigram_floor(cursor, threshold: int) -> None:
+    """Make pg_trgm's `%` use trigram_floor(threshold) for the rest of the transaction (and
+    nothing else's setting: `%` reads a session variable)."""
+    cursor.execute("SELECT set_config('pg_trgm.similarity_threshold', %s, true)",
+                   [str(trigram_floor(threshold))])
+
+
 def _fuzzy_candidates(active, normalized_name: str, threshold: int):
     if connection.vendor == "postgresql":
         # `%` uses the trigram GIN index on active names; the most similar come first so a
         # crowded vendor cannot push the real match past the candidate limit.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('pg_trgm.similarity_threshold', %s, true)",
-                           [str(trigram_floor(threshold))])
+            set_trigram_floor(cursor, threshold)
         return (active.filter(normalized_name__trigram_similar=normalized_name)
                 .annotate(similarity=TrigramSimilarity("normalized_name", normalized_name))
                 .order_by("-similarity").values_list("pk", "normalized_name")

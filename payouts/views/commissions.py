@@ -16,7 +16,6 @@ from payouts.approvals import approve_commissions, reject_commission
 from payouts.forms import CommissionFilterForm, RejectForm
 from payouts.models import Commission, LedgerEntry
 from payouts.plans import describe
-from payouts.views.earnings import filter_commissions
 
 
 @require_permission(roles.COMMISSION_VIEW)
@@ -30,7 +29,7 @@ def commission_list(request):
     if may_approve and "status" not in params:
         params["status"] = Commission.PAYABLE  # finance comes here to work the queue
     form = CommissionFilterForm(params)
-    listed = filter_commissions(form, Commission.objects.visible_to(membership))
+    listed = form.apply(Commission.objects.visible_to(membership))
     order = ("payable_at", "pk") if params.get("status") == Commission.PAYABLE else (
         "-earned_at", "-pk")
     listed = listed.select_related("partner", "vendor", "referral").order_by(*order)

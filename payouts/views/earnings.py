@@ -2,7 +2,7 @@
 
 from collections import defaultdict
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Sum
 from django.http import Http404
 from django.shortcuts import render
 from django.urls import path
@@ -25,27 +25,6 @@ BUCKETS = {"pending": [Commission.PENDING], "payable": [Commission.PAYABLE, Comm
 def _partner_only(request):
     if request.membership.organization.kind != roles.PARTNER:
         raise Http404
-
-
-def filter_commissions(form, queryset):
-    """Apply a bound CommissionFilterForm; an unreadable filter shows nothing, never more."""
-    if not form.is_bound:
-        return queryset
-    if not form.is_valid():
-        return queryset.none()
-    d = form.cleaned_data
-    if d.get("q"):
-        q = d["q"].strip()
-        queryset = queryset.filter(Q(deal_name__icontains=q) | Q(external_deal_id=q))
-    if d.get("status"):
-        queryset = queryset.filter(status=d["status"])
-    if d.get("currency"):
-        queryset = queryset.filter(currency=d["currency"])
-    if d.get("vendor"):
-        queryset = queryset.filter(vendor__public_id=d["vendor"])
-    if d.get("partner"):
-        queryset = queryset.filter(partner__public_id=d["partner"])
-    return queryset
 
 
 def summary_by_currency(commissions, balances) -> list[dict]:
@@ -74,7 +53,7 @@ def earnings(request):
     membership = request.membership
     mine = Commission.objects.visible_to(membership)
     form = CommissionFilterForm(request.GET or None)
-    listed = (filter_commissions(form, mine).select_related("vendor", "referral", "payout")
+    listed = (form.apply(mine).select_related("vendor", "referral", "payout")
               .order_by("-earned_at", "-pk"))
     return render(request, "payouts/earnings.html", {
         "form": form, "page": paginate(request, listed),
