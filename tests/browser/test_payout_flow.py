@@ -113,6 +113,9 @@ def test_partner_connects_finance_pays_a_batch_partner_sees_it_paid(page: Page, 
     log_in(page, scene["approver"])
     page.goto(batch_url)
     page.get_by_role("button", name="Approve and send").click()
+    # Wait for the approval's own page before reloading: reloading while the POST is still
+    # navigating detaches the page (seen in CI).
+    expect(page.get_by_text("Approved: the transfers are on their way.")).to_be_visible()
     page.reload()
     expect(page.locator("table").get_by_text("Paid", exact=True).first).to_be_visible()
     transfers = stripe.transfers_to(account_id)
