@@ -86,15 +86,18 @@ class Decision:
         }
 
 
+def name_score(a: str, b: str) -> int:
+    """How alike two normalized company names are, 0-100, whatever the word order."""
+    return 100 if a == b else round(fuzz.token_sort_ratio(a, b))
+
+
 def _match(deal: DealFacts, c: CandidateFacts, threshold: int) -> tuple[str, int]:
     if deal.referral_id and deal.referral_id == c.referral_id:
         return EXACT, 100
     if deal.domain and deal.domain == c.domain:
         return DOMAIN, 100
     if deal.normalized_name and c.normalized_name:
-        if deal.normalized_name == c.normalized_name:
-            return FUZZY, 100
-        score = round(fuzz.token_sort_ratio(deal.normalized_name, c.normalized_name))
+        score = name_score(deal.normalized_name, c.normalized_name)
         if score >= threshold:
             return FUZZY, score
     return NONE, 0

@@ -49,6 +49,24 @@ class DealSnapshot(models.Model):
         return f"{self.provider}:{self.external_deal_id}@{self.version} {self.outcome}"
 
 
+class CommonNameWord(models.Model):
+    """A word too many of the vendor's registrations use to link a deal to them by name
+    ("logistics"): the fuzzy-name lookup leaves it out (attribution.name_keys). Recounted
+    nightly and before each backfill; the rows are the whole list, replaced per vendor."""
+
+    vendor = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    word = models.CharField(max_length=160)
+    referrals = models.PositiveIntegerField(help_text="Registrations using it when counted.")
+    counted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["vendor", "word"],
+                                               name="one_common_word_per_vendor")]
+
+    def __str__(self):
+        return f"{self.vendor_id}:{self.word}"
+
+
 class Attribution(models.Model):
     """Who earned a closed-won deal, by which rule, and why: one row per deal, re-evaluated
     when the deal changes, never overwriting a person's decision."""

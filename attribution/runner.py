@@ -20,7 +20,7 @@ from django.db.models import Case, Exists, OuterRef, Q, When
 from django.utils import timezone
 
 from accounts.models import Organization
-from attribution import engine
+from attribution import engine, name_keys
 from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
 from referrals.conflicts import set_trigram_floor
 from referrals.models import Program, Referral
@@ -69,9 +69,8 @@ def candidate_referrals(snapshot: DealSnapshot, deal: engine.DealFacts, threshol
 
 def _candidates(deals) -> list[list[Referral]]:
     """`candidate_referrals` for many (snapshot, deal facts, fuzzy threshold) at once: per
-    vendor, one query for the linked ids, domains and names of all the deals, and one for the
-    names similar to each (a LATERAL join: the FUZZY_CANDIDATES most similar per name, ties
-    broken by id so that a re-run sees the same candidates)."""
+    vendor, one query for the linked ids, domains and names of all the deals, and one index
+    scan for the referrals sharing a distinctive word with any of their names (`_similar`)."""
     found = [{} for _ in deals]
     by_vendor = defaultdict(list)
     for i, (snapshot, _, _) in enumerate(deals):
@@ -95,9 +94,8 @@ def _candidates(deals) -> list[list[Referral]]:
             found[i] = {r.pk: r for r in same}
         fuzzy = [i for i in members if deals[i][1].normalized_name and deals[i][2] < 100]
         if fuzzy and connection.vendor == "postgresql":
-            similar = _similar_names(vendor_id,
-                                     sorted({deals[i][1].normalized_name for i in fuzzy}),
-                                     min(deals[i][2] for i in fuzzy))
+            similar = _similar(vendor_id, {deals[i][1].normalized_name for i in fuzzy},
+                               min(deals[i][2] for i in fuzzy))
             missing = {pk for pks in similar.values() for pk in pks} - by_pk.keys()
             loaded = {**by_pk, **of_vendor.in_bulk(missing)}
             for i in fuzzy:
@@ -106,24 +104,45 @@ def _candidates(deals) -> list[list[Referral]]:
     return [list(f.values()) for f in found]
 
 
-def _similar_names(vendor_id: int, names: list[str], threshold: int) -> dict[str, list[int]]:
-    """For each name, the ids of the vendor's (non-draft) referrals whose normalized name is
-    trigram-similar (pg_trgm `%`, the GIN index of migration 0004), most similar first."""
+def _similar(vendor_id: int, names: set[str], threshold: int) -> dict[str, list[int]]:
+    """For each name, the ids of the vendor's (non-draft) referrals whose name scores at least
+    `threshold` against it, best first (ties by id, so a re-run sees the same): found through
+    the distinctive words they share (attribution.name_keys: one statement for all the
+    names), or by trigram similarity for names made only of common words."""
+    common = name_keys.common_words(vendor_id)
+    keys_by_name = {name: name_keys.lookup_keys(vendor_id, name, common)
+                    for name in sorted(names)}
+    by_trigrams = [name for name, keys in keys_by_name.items() if not keys]
+    pairs = name_keys.sharing_a_word(vendor_id, keys_by_name)
+    if by_trigrams:
+        pairs += _similar_names(vendor_id, by_trigrams, threshold)
+    scored = defaultdict(list)
+    for name, pk, other in pairs:
+        score = engine.name_score(name, other)
+        if score >= threshold:
+            scored[name].append((-score, pk))
+    return {name: [pk for _, pk in sorted(found)[:FUZZY_CANDIDATES]]
+            for name, found in scored.items()}
+
+
+def _similar_names(vendor_id: int, names: list[str], threshold: int) -> list[tuple]:
+    """(name, id, normalized name) of the vendor's (non-draft) referrals whose normalized name
+    is trigram-similar to each name (pg_trgm `%`, the GIN index of migration 0004), the
+    FUZZY_CANDIDATES most similar per name. Slow where many names look alike: only for names
+    without a distinctive word."""
     table = Referral._meta.db_table
     with transaction.atomic(), connection.cursor() as cursor:
         # The same floor as the conflict check, set here: `%` otherwise reads whatever the
         # transaction last set (a submission's conflict check), and a re-run must not differ.
         set_trigram_floor(cursor, threshold)
         cursor.execute(
-            f"SELECT q.name, r.id FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL ("
-            f" SELECT id FROM {table} WHERE vendor_id = %s AND NOT (status = 'draft')"
+            f"SELECT q.name, r.id, r.normalized_name FROM unnest(%s::text[]) AS q(name)"
+            f" CROSS JOIN LATERAL (SELECT id, normalized_name FROM {table}"
+            f" WHERE vendor_id = %s AND NOT (status = 'draft')"
             f" AND normalized_name %% q.name"
             f" ORDER BY similarity(normalized_name, q.name) DESC, id LIMIT %s) AS r",
             [names, vendor_id, FUZZY_CANDIDATES])
-        similar = defaultdict(list)
-        for name, pk in cursor.fetchall():
-            similar[name].append(pk)
-    return similar
+        return cursor.fetchall()
 
 
 def _facts(referral: Referral) -> engine.CandidateFacts:

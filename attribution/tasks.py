@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from attribution.models import DealSnapshot
+from attribution.name_keys import refresh_common_words
 from attribution.runner import attribute_deal
 from attribution.services import attribution_changed
 
@@ -23,3 +24,11 @@ def attribute_snapshot(snapshot_id: int) -> str | None:
         # and commissions follow the deal.
         attribution_changed([attribution.pk])
     return str(attribution.public_id) if attribution else None
+
+
+@shared_task
+def recount_common_words() -> int:
+    """Nightly: which words are too common among each vendor's registrations to link deals by
+    name (attribution.name_keys). A stale list makes the lookup slower (a word became
+    common) or narrower (a word stopped being common)."""
+    return refresh_common_words()

@@ -100,6 +100,10 @@ def prepare(referrals: int, deals: int, names: str = "lookalike") -> None:
         cursor.execute("VACUUM ANALYZE referrals_referral")
         cursor.execute("VACUUM ANALYZE attribution_dealsnapshot")
         cursor.execute("ANALYZE")
+    # What `manage.py reattribute` and the nightly task do: which words the fuzzy-name lookup
+    # leaves out (attribution.name_keys).
+    from attribution.name_keys import refresh_common_words
+    refresh_common_words()
     log(f"Prepared {Referral.objects.count()} referrals and "
         f"{DealSnapshot.objects.filter(provider=PROVIDER).count()} bench deals in "
         f"{time.perf_counter() - started:.1f}s.")
@@ -235,8 +239,10 @@ def _kind(sql: str) -> str:
     after = {"SELECT": " from ", "DELETE": " from ", "INSERT": " into ", "UPDATE": "update "}
     table = (lowered.split(after[verb], 1)[1].split(None, 1)[0].strip('"')
              if verb in after and after[verb] in lowered else "")
+    if verb == "WITH" and "partnerhub_name_keys" in lowered:
+        return "candidates: shared words"
     if verb == "SELECT" and "unnest" in table:
-        table = "referrals_referral"  # the LATERAL join of the fuzzy lookup
+        table = "referrals_referral"  # the LATERAL join of the trigram lookup
     if table == "referrals_referral" and verb == "SELECT":
         if "similarity" in lowered:
             return "candidates: similar names"
@@ -305,13 +311,14 @@ def restore_fuzzy_thresholds(previous):
 
 
 def explain(examples) -> None:
-    from django.db import connection
+    from django.db import connection, transaction
 
     for kind, (sql, params) in sorted(examples.items()):
         if kind == "candidates: similar names":
             # The chunk's LATERAL join runs one lookup per name: EXPLAIN ANALYZE one name.
             kind, params = "candidates: similar names (one name)", [params[0][:1], *params[1:]]
-        with connection.cursor() as cursor:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")  # as attribution.name_keys runs it
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
             # Long IN lists make long plan lines: the shape is what matters.
             plan = "\n".join(row[0] if len(row[0]) < 240 else row[0][:240] + " ..."

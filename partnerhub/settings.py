@@ -186,6 +186,8 @@ CELERY_BEAT_SCHEDULE = {
                              "schedule": crontab(hour=3, minute=30)},
     "payout-sweep": {"task": "payouts.tasks.sweep_stuck_payouts", "schedule": 10 * 60},
     "payout-batch-sweep": {"task": "payouts.tasks.sweep_stuck_batches", "schedule": 5 * 60},
+    "common-name-words": {"task": "attribution.tasks.recount_common_words",
+                          "schedule": crontab(hour=2, minute=45)},
     "tax-form-expiry": {"task": "payouts.tasks.expire_tax_forms",
                         "schedule": crontab(hour=4, minute=0)},
 }

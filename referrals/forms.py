@@ -32,7 +32,8 @@ class ProgramForm(forms.Form):
     fuzzy_threshold = forms.IntegerField(
         min_value=50, max_value=100, initial=90, label="Name similarity threshold",
         help_text="How similar (50-100) two company names must be to count as the same "
-                  "account. 100 turns fuzzy matching off.")
+                  "account (attribution also wants a distinctive word in common, spelled the "
+                  "same or one typo apart). 100 turns fuzzy matching off.")
 
     @classmethod
     def initial_from(cls, program: Program) -> dict:

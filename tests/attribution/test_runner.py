@@ -15,9 +15,16 @@ from django.utils import timezone
 from accounts import roles
 from attribution.decisions import confirm_attribution, reassign_attribution
 from attribution.disputes import partner_subjects
-from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
+from attribution.models import (
+    Attribution,
+    AttributionCandidate,
+    AttributionChange,
+    CommonNameWord,
+    DealSnapshot,
+)
+from attribution.name_keys import COMMON_WORD_REFERRALS, common_words, refresh_common_words
 from attribution.runner import FUZZY_CANDIDATES, attribute_deal
-from attribution.tasks import attribute_snapshot
+from attribution.tasks import attribute_snapshot, recount_common_words
 from integrations import connections
 from integrations.builtin.services import move_stage
 from integrations.inbound import ingest_change
@@ -488,20 +495,49 @@ def test_a_program_that_trusts_fuzzy_matches_confirms_them(world, programs, pipe
     assert attribution.status == Attribution.AUTO_CONFIRMED
 
 
-def test_the_genuine_fuzzy_match_is_found_among_many_look_alikes(world, programs, pipeline,
-                                                                 run_on_commit):
-    """A crowded vendor: 250 registrations whose names share most of the deal's trigrams
-    ("northwind trad 123" / "northwind trader": similarity 0.64) but score 82 with rapidfuzz.
-    The lookup keeps the FUZZY_CANDIDATES most similar names, the genuine registration (0.84,
-    score 97) among them, and breaks the ties among look-alikes the same way on a re-run."""
-    genuine = accept(world, register(world, programs, company="Northwind Traders Inc",
-                                     website="https://www.northwind.com"))
+def _look_alikes(world, programs, names):
     Referral.objects.bulk_create(
         ReferralFactory.build(program=programs["acme"], partner=world.partner2,
                               submitted_by=world.others["partner2_rep"].user,
-                              company_name=f"Northwind Trad {n} Inc",
-                              website=f"https://northwind-trad-{n}.example")
-        for n in range(100, 350))
+                              company_name=f"{name} Inc",
+                              website=f"https://{name.lower().replace(' ', '-')}.example")
+        for name in names)
+
+
+def test_the_genuine_fuzzy_match_is_found_among_many_look_alikes(world, programs, pipeline,
+                                                                 run_on_commit):
+    """A crowded vendor: 250 registrations share the deal's first word ("northwind trad 123"
+    against "northwind trader": score 82, under the program's 90) and are not candidates. Once
+    "northwind" counts as a common word, "trader" alone still links the genuine registration
+    ("northwind traders": score 97), and a re-run sees the same."""
+    genuine = accept(world, register(world, programs, company="Northwind Traders Inc",
+                                     website="https://www.northwind.com"))
+    _look_alikes(world, programs, (f"Northwind Trad {n}" for n in range(100, 350)))
+    vendor_id = programs["acme"].vendor_id
+    refresh_common_words([vendor_id])
+    assert "northwind" in common_words(vendor_id)
+    crm_change(pipeline, run_on_commit, "CRM-9", version="1",
+               account_domain="northwind-trading.example", account_name="Northwind Trader LLC",
+               deal_created_at=timezone.now(), closed_at=timezone.now())
+    attribution = attribution_of("CRM-9")
+    assert (attribution.referral, attribution.match) == (genuine, "fuzzy")
+    assert [r.referral_id for r in attribution.candidates.all()] == [genuine.pk]
+    before = state(attribution)
+    attribute_deal(attribution.snapshot)
+    assert state(attribution) == before
+
+
+def test_when_too_many_names_score_the_most_similar_are_kept(world, programs, pipeline,
+                                                              run_on_commit):
+    """With the program's threshold at 80 all 250 look-alikes score (82): the candidates are
+    the FUZZY_CANDIDATES best, the genuine registration first and ties broken by id, the
+    same on a re-run."""
+    program = programs["acme"]
+    program.fuzzy_threshold = 80
+    program.save(update_fields=["fuzzy_threshold"])
+    genuine = accept(world, register(world, programs, company="Northwind Traders Inc",
+                                     website="https://www.northwind.com"))
+    _look_alikes(world, programs, (f"Northwind Trad {n}" for n in range(100, 350)))
     crm_change(pipeline, run_on_commit, "CRM-9", version="1",
                account_domain="northwind-trading.example", account_name="Northwind Trader LLC",
                deal_created_at=timezone.now(), closed_at=timezone.now())
@@ -509,10 +545,31 @@ def test_the_genuine_fuzzy_match_is_found_among_many_look_alikes(world, programs
     assert (attribution.referral, attribution.match) == (genuine, "fuzzy")
     rows = list(attribution.candidates.all())
     assert len(rows) == FUZZY_CANDIDATES == 200
-    assert {(r.match, r.kept) for r in rows if r.referral_id != genuine.pk} == {("none", False)}
+    first_ids = sorted(Referral.objects.filter(company_name__startswith="Northwind Trad ")
+                       .values_list("pk", flat=True))[:FUZZY_CANDIDATES - 1]
+    assert {r.referral_id for r in rows} == {genuine.pk, *first_ids}
     before = state(attribution)
     attribute_deal(attribution.snapshot)
     assert state(attribution) == before
+
+
+def test_a_name_of_common_words_only_is_matched_by_trigrams(world, programs, pipeline,
+                                                            run_on_commit):
+    """"Global Logistic": one common word and one a typo of another, nothing distinctive to
+    look up by; the trigram lookup still finds "Global Logistics" (score 97) and leaves out
+    the 120 "Global Logistics 1xx" (86)."""
+    genuine = accept(world, register(world, programs, company="Global Logistics Inc",
+                                     website="https://www.global-logistics.com"))
+    _look_alikes(world, programs, (f"Global Logistics {n}" for n in range(100, 220)))
+    vendor_id = programs["acme"].vendor_id
+    refresh_common_words([vendor_id])
+    assert {"global", "logistics"} <= common_words(vendor_id)
+    crm_change(pipeline, run_on_commit, "CRM-9", version="1",
+               account_domain="globallog.example", account_name="Global Logistic LLC",
+               deal_created_at=timezone.now(), closed_at=timezone.now())
+    attribution = attribution_of("CRM-9")
+    assert (attribution.referral, attribution.match) == (genuine, "fuzzy")
+    assert [r.referral_id for r in attribution.candidates.all()] == [genuine.pk]
 
 
 def test_a_fuzzy_match_beaten_by_a_domain_match_stays_visible_and_disputable(
@@ -621,6 +678,23 @@ def test_reattribute_covers_only_the_named_vendor(world, programs, pipeline):
     call_command("reattribute", vendor=world.vendor2.slug, since=date(2000, 1, 1), stdout=out)
     assert out.getvalue().splitlines() == ["Re-attributed 0 deals of Globex."]
     assert not Attribution.objects.exists()
+
+
+def test_reattribute_and_the_nightly_task_recount_common_words(world, programs):
+    """A backfill looks names up by the vendor's words as they are now; the nightly task
+    recounts every vendor's."""
+    _look_alikes(world, programs,
+                 (f"Kelbrix Logistics {n}" for n in range(COMMON_WORD_REFERRALS + 1)))
+    vendor_id = programs["acme"].vendor_id
+    call_command("reattribute", vendor=world.vendor2.slug, since=date(2000, 1, 1),
+                 stdout=StringIO())
+    assert common_words(vendor_id) == frozenset()  # another vendor's backfill
+    call_command("reattribute", vendor=world.vendor.slug, since=date(2000, 1, 1),
+                 stdout=StringIO())
+    assert common_words(vendor_id) == {"kelbrix", "logistics"}
+    CommonNameWord.objects.all().delete()
+    assert recount_common_words.delay().get() == 2
+    assert common_words(vendor_id) == {"kelbrix", "logistics"}
 
 
 def test_reattribute_refuses_an_unknown_vendor(world):
@@ -754,16 +828,19 @@ def test_a_vendor_sales_rep_sees_attributions_of_assigned_referrals_only(world, 
 
 def test_a_partner_whose_name_was_scored_but_did_not_match_does_not_see_the_deal(
         world, programs, pipeline, run_on_commit):
-    """The fuzzy lookup scores look-alike names; one below the threshold is a dropped
-    candidate ("none") for the vendor's eyes, not a reason to show the partner the deal."""
+    """A look-alike name that scores under the threshold ("initech software" against
+    "initech softworks": 85) is not a candidate; and a "none" row (earlier versions of the
+    runner stored them, for the vendor's eyes) is no reason to show the partner the deal."""
     near = accept(world, register(world, programs, partner=world.partner2,
                                   company="Initech Software", website="https://initech-software.com"))
     crm_change(pipeline, run_on_commit, "CRM-5", version="1", account_domain="initech.com",
                account_name="Initech Softworks", deal_created_at=timezone.now(),
                closed_at=timezone.now())
     attribution = attribution_of("CRM-5")
-    row = AttributionCandidate.objects.get(attribution=attribution, referral=near)
-    assert (row.match, row.kept) == ("none", False)
+    assert not AttributionCandidate.objects.filter(attribution=attribution).exists()
+    AttributionCandidate.objects.create(attribution=attribution, referral=near,
+                                        partner=world.partner2, match="none", kept=False,
+                                        reason="does not match the deal's account")
     assert attribution.partner_id is None
     assert not Attribution.objects.visible_to(world.others["partner2_owner"]).exists()
     assert list(Attribution.objects.visible_to(world.member("vendor", "admin"))) == [attribution]

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from attribution.models import Attribution
+from attribution.name_keys import refresh_common_words
 from attribution.runner import backfill
 from attribution.services import attribution_changed
 
@@ -34,6 +35,9 @@ class Command(BaseCommand):
             self.stdout.write(f"{done}/{total} deals")
 
         began = timezone.now()
+        # The fuzzy-name lookup leaves out the vendor's common words: count them as they are
+        # now (the nightly count may be a day old, or not have run on a new vendor yet).
+        refresh_common_words([org.pk])
         total = backfill(org.pk, start, batch=batch, progress=progress)
         # Commissions follow what the backfill changed, in chunks of tasks.
         changed = list(Attribution.objects.filter(vendor=org, updated_at__gte=began)
