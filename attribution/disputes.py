@@ -43,6 +43,7 @@ from attribution.models import (
     DisputeEvidence,
     DisputeMessage,
 )
+from referrals import conflicts
 from referrals.models import Program, Referral, TimelineEntry
 from referrals.services.events import record_transition
 
@@ -733,6 +734,7 @@ def _reinstate(actor, dispute, resolution):
     if referral.status not in REGISTRATION_CATEGORIES:
         raise ServiceError("The registration is no longer rejected or expired; nothing to "
                            "reinstate.")
+    _check_reinstatable(referral)
     from_status, now = referral.status, timezone.now()
     referral.status = Referral.ACCEPTED
     if from_status == Referral.REJECTED or referral.decided_at is None:
@@ -751,6 +753,31 @@ def _reinstate(actor, dispute, resolution):
 
     enqueue_push(referral, "accepted")
     dispute.referral = referral
+
+
+def _check_reinstatable(referral):
+    """Reinstating is accepting again, so the account rule of acceptance holds: one active
+    registration per partner, one accepted registration per account (under the vendor lock,
+    as at submission and acceptance)."""
+    conflicts.lock_vendor(referral.vendor_id)
+    check = conflicts.check_conflicts(
+        vendor_id=referral.vendor_id, domain=referral.domain,
+        normalized_name=referral.normalized_name, threshold=referral.program.fuzzy_threshold,
+        exclude_pk=referral.pk)
+    own = check.own(referral.partner_id)
+    if own is not None:
+        raise ServiceError(
+            f"{referral.partner.name} has registered this account again since "
+            f"({own.referral.company_name}, {own.referral.get_status_display().lower()}): "
+            "reinstating this registration would duplicate it. Decide the dispute as not "
+            "upheld, or ask the partner to withdraw the newer registration first.")
+    held = [m.referral for m in check.matches if m.referral.status == Referral.ACCEPTED]
+    if held:
+        raise ServiceError(
+            "Another partner's registration of this account is accepted (protected until "
+            f"{held[0].protected_until:%-d %B %Y}), and one account is protected for one "
+            "partner at a time: it has to be withdrawn or expire before this one can be "
+            "reinstated.")
 
 
 @transaction.atomic

@@ -406,6 +406,55 @@ def test_rejection_dispute_upheld_reinstates_the_registration(world, programs):
         str(d.public_id)
 
 
+def _rejected_and_disputed(world, programs, **fields):
+    referral = ReferralFactory(program=programs["acme"], partner=world.partner,
+                               submitted_by=world.member(PA, "rep").user,
+                               status=Referral.REJECTED, decided_at=_now() - timedelta(days=2),
+                               closed_at=_now() - timedelta(days=2), **fields)
+    d = disputes.open_partner_dispute(world.member(PA, "rep"), referral,
+                                      Dispute.WRONGLY_REJECTED, "Nobody else registered it.")
+    disputes.take_under_review(cm(world), d)
+    return referral, d
+
+
+def test_a_registration_is_not_reinstated_over_another_partners_accepted_one(world, programs):
+    """Reinstating is accepting again: the account may be protected for one partner only."""
+    referral, d = _rejected_and_disputed(world, programs, company_name="Initech Inc",
+                                         website="https://initech.com")
+    ReferralFactory(program=programs["acme"], partner=world.partner2,
+                    submitted_by=world.others["partner2_rep"].user, status=Referral.ACCEPTED,
+                    company_name="Initech GmbH", website="https://www.initech.com",
+                    decided_at=_now(), protected_until=_now() + timedelta(days=30))
+    with pytest.raises(ServiceError, match="one account is protected for one partner"):
+        disputes.resolve(cm(world), d, Dispute.UPHELD, "Wrongly rejected.")
+    assert fresh(referral).status == Referral.REJECTED
+    assert fresh(d).status == Dispute.UNDER_REVIEW
+    # Deciding it the other way is still possible.
+    disputes.resolve(cm(world), d, Dispute.OVERTURNED, "The account is another's now.")
+    assert fresh(d).status == Dispute.OVERTURNED
+
+
+def test_a_registration_is_not_reinstated_next_to_the_partners_newer_one(world, programs):
+    referral, d = _rejected_and_disputed(world, programs, company_name="Initech Inc",
+                                         website="https://initech.com")
+    ReferralFactory(program=programs["acme"], partner=world.partner,
+                    submitted_by=world.member(PA, "rep").user, status=Referral.SUBMITTED,
+                    company_name="Initech", website="https://initech.com")
+    with pytest.raises(ServiceError, match="registered this account again since"):
+        disputes.resolve(cm(world), d, Dispute.UPHELD, "Wrongly rejected.")
+    assert fresh(referral).status == Referral.REJECTED
+
+
+def test_another_partners_pending_registration_does_not_block_a_reinstatement(world, programs):
+    referral, d = _rejected_and_disputed(world, programs, company_name="Initech Inc",
+                                         website="https://initech.com")
+    ReferralFactory(program=programs["acme"], partner=world.partner2,
+                    submitted_by=world.others["partner2_rep"].user, status=Referral.SUBMITTED,
+                    company_name="Initech", website="https://initech.com")
+    disputes.resolve(cm(world), d, Dispute.UPHELD, "Wrongly rejected.")
+    assert fresh(referral).status == Referral.ACCEPTED
+
+
 def test_expiry_dispute_upheld_keeps_the_original_acceptance(world, programs):
     accepted = _now() - timedelta(days=100)
     referral = ReferralFactory(program=programs["acme"], partner=world.partner,
