@@ -15,57 +15,55 @@ disputed, and the texts partners read may not name other partners.
 
 Every action checks the permission, runs in one transaction, writes an audit event and a thread
 entry, and notifies (rows now, emails after commit).
+
+Around the actions: what can be disputed and until when (dispute_subjects), who takes part
+and hears about it (dispute_people), what a decision changes (dispute_outcomes) and the
+evidence files (evidence).
 """
 
-import os
-import re
-import uuid
-import zipfile
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, When
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts import audit, roles
 from accounts.errors import PermissionDenied, ServiceError
-from accounts.models import Membership, OrganizationPortfolioGrant
+from accounts.models import Membership
 from accounts.notifications import notify
 from accounts.permissions import can
 from accounts.services.guards import require
-from attribution.decisions import reassign_attribution
-from attribution.models import (
-    Attribution,
-    AttributionCandidate,
-    Dispute,
-    DisputeEvidence,
-    DisputeMessage,
+from attribution.dispute_outcomes import decide_attribution, reinstate
+from attribution.dispute_people import (
+    check_no_names,
+    disputing_people,
+    notify_about,
+    participants,
+    partner_names,
+    partner_people,
+    resolvers,
+    vendor_people,
 )
-from referrals import conflicts
-from referrals.models import Program, Referral, TimelineEntry
-from referrals.services.events import record_transition
+from attribution.dispute_subjects import (
+    VENDOR_CATEGORIES,
+    closed,
+    dispute_deadline,
+    partner_subjects,
+    pick_subject,
+)
+from attribution.evidence import attach, check_evidence_files
+from attribution.models import Attribution, Dispute, DisputeMessage
+from referrals.models import Referral, TimelineEntry
 
 SLA_BUSINESS_DAYS = 5  # a dispute should be decided within this many working days
 MAX_TEXT = 10_000
-MAX_EVIDENCE_BYTES = 10 * 1024 * 1024
-MAX_EVIDENCE_FILES = 10
 
 TRANSITIONS = {
     Dispute.OPEN: {Dispute.VENDOR_RESPONDED, Dispute.UNDER_REVIEW, Dispute.WITHDRAWN},
     Dispute.VENDOR_RESPONDED: {Dispute.UNDER_REVIEW, Dispute.WITHDRAWN},
     Dispute.UNDER_REVIEW: {Dispute.UPHELD, Dispute.OVERTURNED, Dispute.WITHDRAWN},
 }
-ATTRIBUTION_CATEGORIES = (Dispute.TO_ANOTHER_PARTNER, Dispute.TO_NO_ONE)
-REGISTRATION_CATEGORIES = {Referral.REJECTED: Dispute.WRONGLY_REJECTED,
-                           Referral.EXPIRED: Dispute.WRONGLY_EXPIRED}
-VENDOR_CATEGORIES = (Dispute.WRONG_PARTNER, Dispute.NOT_A_REFERRAL_DEAL, Dispute.OTHER)
 CATEGORY_LABELS = dict(Dispute.CATEGORIES)
-
-
-def dispute_url(dispute) -> str:
-    return reverse("attribution:dispute_detail", args=[dispute.public_id])
 
 
 def add_business_days(start: datetime, days: int) -> datetime:
@@ -78,301 +76,10 @@ def add_business_days(start: datetime, days: int) -> datetime:
     return moment
 
 
-# --- Evidence -------------------------------------------------------------------------------
-
-_ZIP = b"PK\x03\x04"
-_BINARY_MAGIC = (b"%PDF-", b"\x89PNG", b"\xff\xd8\xff", _ZIP, b"MZ", b"\x7fELF",
-                 b"\xca\xfe\xba\xbe", b"GIF8", b"\x1f\x8b", b"Rar!", b"7z\xbc\xaf")
-_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")  # an RFC 5322 header field name and its colon
-
-
-def _is_text(head: bytes) -> bool:
-    if b"\x00" in head or head.startswith(_BINARY_MAGIC):
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:  # a multi-byte character cut by the sample is fine
-        if exc.start < len(head) - 3:
-            return not any(b < 32 and b not in b"\t\n\r\f" for b in head)  # a legacy charset
-    return True
-
-
-def _is_ooxml(part: str):
-    def check(head: bytes, upload) -> bool:
-        if not head.startswith(_ZIP):
-            return False
-        try:
-            upload.seek(0)
-            names = set(zipfile.ZipFile(upload).namelist())
-        except (zipfile.BadZipFile, OSError, EOFError):
-            return False
-        finally:
-            upload.seek(0)
-        return "[Content_Types].xml" in names and part in names
-
-    return check
-
-
-@dataclass(frozen=True)
-class _FileType:
-    content_type: str
-    check: object  # (first bytes, upload) -> bool
-
-
-def _text(head: bytes, upload) -> bool:
-    return _is_text(head)
-
-
-EVIDENCE_TYPES = {
-    ".pdf": _FileType("application/pdf", lambda head, upload: head.startswith(b"%PDF-")),
-    ".png": _FileType("image/png", lambda head, upload: head.startswith(b"\x89PNG\r\n\x1a\n")),
-    ".jpg": _FileType("image/jpeg", lambda head, upload: head.startswith(b"\xff\xd8\xff")),
-    ".jpeg": _FileType("image/jpeg", lambda head, upload: head.startswith(b"\xff\xd8\xff")),
-    ".csv": _FileType("text/csv", _text),
-    ".txt": _FileType("text/plain", _text),
-    ".eml": _FileType("message/rfc822",
-                      lambda head, upload: _is_text(head) and bool(_HEADER_LINE.match(head))),
-    ".xlsx": _FileType("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                       _is_ooxml("xl/workbook.xml")),
-    ".docx": _FileType("application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-                       _is_ooxml("word/document.xml")),
-}
-EVIDENCE_HELP = "PDF, PNG, JPEG, CSV, text, email (.eml), Excel (.xlsx) or Word (.docx); " \
-                "up to 10 MB each."
-
-
-@dataclass(frozen=True)
-class CheckedFile:
-    upload: object
-    name: str
-    extension: str
-    content_type: str
-    size: int
-
-
-def check_evidence(upload) -> CheckedFile:
-    """Accept a file only when its extension is allowed, its first bytes say it really is that
-    kind of file, and it is at most 10 MB. The content type stored is ours, not the client's."""
-    name = os.path.basename((upload.name or "").replace("\\", "/")).strip()[:200] or "file"
-    extension = os.path.splitext(name)[1].lower()
-    kind = EVIDENCE_TYPES.get(extension)
-    if kind is None:
-        raise ServiceError(f"{name}: this type of file is not accepted. Attach {EVIDENCE_HELP}",
-                           field="files")
-    if upload.size > MAX_EVIDENCE_BYTES:
-        raise ServiceError(f"{name} is larger than 10 MB.", field="files")
-    if upload.size == 0:
-        raise ServiceError(f"{name} is empty.", field="files")
-    upload.seek(0)
-    head = upload.read(8192)
-    upload.seek(0)
-    if not kind.check(head, upload):
-        raise ServiceError(f"{name} is not a real {extension[1:].upper()} file (its content "
-                           "does not match its name).", field="files")
-    return CheckedFile(upload, name, extension, kind.content_type, upload.size)
-
-
-def check_evidence_files(files) -> list[CheckedFile]:
-    files = list(files or [])
-    if len(files) > MAX_EVIDENCE_FILES:
-        raise ServiceError(f"Attach at most {MAX_EVIDENCE_FILES} files at a time.",
-                           field="files")
-    return [check_evidence(f) for f in files]
-
-
-def _attach(dispute, actor, checked: list[CheckedFile], message=None) -> list[DisputeEvidence]:
-    saved = []
-    for f in checked:
-        evidence = DisputeEvidence(dispute=dispute, message=message,
-                                   organization_id=actor.organization_id,
-                                   uploaded_by=actor.user, name=f.name, size=f.size,
-                                   content_type=f.content_type)
-        # Stored under a random name: the original name is data, never a path.
-        evidence.file.save(f"{uuid.uuid4().hex}{f.extension}", f.upload, save=False)
-        evidence.save()
-        saved.append(evidence)
-    return saved
-
-
-# --- What a partner may dispute -----------------------------------------------------------
-
-@dataclass(frozen=True)
-class Subject:
-    """Something a partner's referral could be disputed about, and whether it still can."""
-
-    attribution: Attribution | None  # None: the rejection or expiry of the registration
-    categories: tuple
-    deadline: datetime
-    blocked: str = ""  # why it cannot be disputed (window closed, already disputed)
-
-    @property
-    def open(self) -> bool:
-        return not self.blocked
-
-
-def attributed_at(attribution: Attribution) -> datetime:
-    """When the current answer was given: the attribution, or a person's later decision."""
-    return max(attribution.created_at, attribution.decided_at or attribution.created_at)
-
-
-def _window(program) -> timedelta:
-    return timedelta(days=program.dispute_window_days if program else 30)
-
-
-def program_of(attribution: Attribution):
-    """The program whose terms govern a deal: the credited referral's, else the vendor's
-    oldest open one (else its oldest)."""
-    if attribution.referral_id:
-        return attribution.referral.program
-    open_first = Case(When(status=Program.ACTIVE, then=0), default=1)
-    return (Program.objects.filter(vendor_id=attribution.vendor_id)
-            .order_by(open_first, "created_at").first())
-
-
-def dispute_deadline(attribution: Attribution, program=None) -> datetime:
-    """Until when the attribution can be disputed: the program's dispute window after the
-    attribution (or after a person's later decision on it). Partners' disputes count with
-    their own referral's program."""
-    return attributed_at(attribution) + _window(program or program_of(attribution))
-
-
-def _closed(deadline, now) -> str:
-    return "" if now <= deadline else \
-        f"The dispute window closed on {timezone.localtime(deadline):%-d %B %Y}."
-
-
-def partner_subjects(referral: Referral, now=None) -> list[Subject]:
-    """The attributions this referral lost (to another partner or to nobody), newest first,
-    then its rejection or expiry, each with its deadline and whether it is still open."""
-    now = now or timezone.now()
-    taken_ids = set(Dispute.objects.filter(referral=referral, side=Dispute.PARTNER)
-                    .exclude(status=Dispute.WITHDRAWN).values_list("attribution_id", flat=True))
-    subjects = []
-    lost = (Attribution.objects.filter(candidates__referral=referral)
-            .exclude(partner_id=referral.partner_id).order_by("-created_at", "-pk"))
-    for attribution in lost:
-        deadline = dispute_deadline(attribution, referral.program)
-        category = Dispute.TO_NO_ONE if attribution.referral_id is None \
-            else Dispute.TO_ANOTHER_PARTNER
-        blocked = ("This attribution is already disputed."
-                   if attribution.pk in taken_ids else _closed(deadline, now))
-        subjects.append(Subject(attribution, (category, Dispute.OTHER), deadline, blocked))
-    category = REGISTRATION_CATEGORIES.get(referral.status)
-    when = referral.decided_at if referral.status == Referral.REJECTED else referral.closed_at
-    if category and when:
-        deadline = when + _window(referral.program)
-        blocked = ("This registration is already disputed."
-                   if None in taken_ids else _closed(deadline, now))
-        subjects.append(Subject(None, (category, Dispute.OTHER), deadline, blocked))
-    return subjects
-
-
-def _pick_subject(subjects, category, attribution) -> Subject:
-    if attribution is not None:
-        matching = [s for s in subjects if s.attribution and s.attribution.pk == attribution.pk]
-    elif category in REGISTRATION_CATEGORIES.values():
-        matching = [s for s in subjects if s.attribution is None]
-    else:
-        matching = [s for s in subjects if category in s.categories]
-    matching = [s for s in matching if category in s.categories]
-    if not matching:
-        raise ServiceError("There is nothing of this kind to dispute on this referral.",
-                           field="category")
-    usable = [s for s in matching if s.open]
-    if not usable:
-        raise ServiceError(matching[0].blocked, field="category")
-    return usable[0]
-
-
-# --- Who hears about it --------------------------------------------------------------------
-
-def _people(org_id, kind, permissions, scope=None):
-    names = [r.name for r in roles.roles_of_kind(kind)
-             if permissions & r.permissions and (scope is None or r.scope == scope)]
-    return [m.user for m in Membership.objects.filter(
-        organization_id=org_id, status=Membership.ACTIVE, role__in=names).select_related("user")]
-
-
-def _partner_people(org_id, referral=None, extra=None):
-    """Who speaks for a partner about a referral: its owners and managers, the referral's
-    submitter, and (for a dispute) the person who opened it."""
-    users = _people(org_id, roles.PARTNER, {roles.DISPUTE_OPEN}, roles.ORGANIZATION)
-    if referral is not None:
-        users.append(referral.submitted_by)
-    if extra is not None:
-        users.append(extra)
-    return users
-
-
-def _vendor_people(dispute):
-    return _people(dispute.vendor_id, roles.VENDOR,
-                   {roles.DISPUTE_RESPOND, roles.REFERRAL_ACCEPT})
-
-
-def _resolvers(dispute):
-    """The assigned channel manager; else those whose portfolio covers the vendor or the
-    partner; else the network's resolvers (admins)."""
-    if dispute.assigned_to_id:
-        return [dispute.assigned_to.user]
-    names = roles.role_names_with(roles.OPERATOR, roles.DISPUTE_RESOLVE)
-    members = list(Membership.objects.filter(
-        organization__network_id=dispute.network_id, organization__kind=roles.OPERATOR,
-        organization__status="active", status=Membership.ACTIVE, role__in=names)
-        .select_related("user", "organization"))
-    orgs = [pk for pk in (dispute.vendor_id, dispute.partner_id) if pk]
-    covering = set(OrganizationPortfolioGrant.objects.filter(
-        user_id__in=[m.user_id for m in members], permission__codename="in_portfolio",
-        content_object_id__in=orgs).values_list("user_id", flat=True))
-    portfolio = [m.user for m in members
-                 if m.role_def.scope == roles.PORTFOLIO and m.user_id in covering]
-    return portfolio or [m.user for m in members if m.role_def.scope == roles.NETWORK]
-
-
-def _disputing_people(dispute):
-    if dispute.side == Dispute.PARTNER:
-        return _partner_people(dispute.opened_by_org_id, dispute.referral, dispute.opened_by)
-    return _vendor_people(dispute)
-
-
-def _participants(dispute):
-    users = _disputing_people(dispute) + _resolvers(dispute)
-    if dispute.side == Dispute.PARTNER:
-        users += _vendor_people(dispute)
-    return users
-
-
-def _notify(users, kind, dispute, title, body="", exclude=None):
-    notify(users, kind, network_id=dispute.network_id, title=title, body=body[:2000],
-           url=dispute_url(dispute), exclude_user=exclude)
-
-
 def _subject_name(dispute) -> str:
     if dispute.referral_id:
         return dispute.referral.company_name
     return dispute.attribution.snapshot.account_name or dispute.attribution.external_deal_id
-
-
-# --- Keeping partners apart ----------------------------------------------------------------
-
-def _partner_names(dispute) -> set[str]:
-    """Other partners of the deal (or of the conflicting registration): never named in what
-    the disputing partner reads."""
-    names = set()
-    if dispute.attribution_id:
-        names |= set(AttributionCandidate.objects.filter(attribution_id=dispute.attribution_id)
-                     .values_list("partner__name", flat=True))
-    if dispute.referral_id and dispute.referral.conflict_with_id:
-        names.add(dispute.referral.conflict_with.partner.name)
-    if dispute.side == Dispute.PARTNER:
-        names.discard(dispute.opened_by_org.name)
-    return {n for n in names if len(n) >= 3}
-
-
-def _check_no_names(text, names, field):
-    for name in names:
-        if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE):
-            raise ServiceError("Partners read this text: leave out the names of other partners "
-                               "(write “another partner”).", field=field)
 
 
 def _clean_text(text, field, what="Explain") -> str:
@@ -448,19 +155,19 @@ def open_partner_dispute(actor, referral: Referral, category: str, text: str, fi
     referral = (Referral.objects.select_for_update(of=("self",))
                 .select_related("program", "vendor", "partner", "submitted_by")
                 .get(pk=referral.pk))
-    subject = _pick_subject(partner_subjects(referral, now), category, attribution)
+    subject = pick_subject(partner_subjects(referral, now), category, attribution)
     dispute = _create(actor, network_id=referral.network_id, vendor_id=referral.vendor_id,
                       partner_id=referral.partner_id, attribution=subject.attribution,
                       referral=referral, side=Dispute.PARTNER, category=category, text=text)
-    _attach(dispute, actor, checked)
+    attach(dispute, actor, checked)
     _audit("dispute.opened", dispute, actor, after={
         "side": dispute.side, "category": category, "referral": str(referral.public_id),
         "attribution": str(subject.attribution.public_id) if subject.attribution else None,
         "evidence": [f.name for f in checked]})
     _timeline(referral, actor, f"Dispute opened: {CATEGORY_LABELS[category]}.")
     title = f"{referral.partner.name} disputes {referral.company_name}"
-    _notify(_vendor_people(dispute) + _resolvers(dispute), "dispute_opened", dispute, title,
-            text, exclude=actor.user)
+    notify_about(vendor_people(dispute) + resolvers(dispute), "dispute_opened", dispute, title,
+                 text, exclude=actor.user)
     return dispute
 
 
@@ -479,9 +186,9 @@ def open_vendor_dispute(actor, attribution: Attribution, category: str, text: st
     if attribution.status in Attribution.HUMAN_DECIDED:
         raise ServiceError("A person already decided this attribution; only automatic "
                            "attributions can be disputed.")
-    closed = _closed(dispute_deadline(attribution), now or timezone.now())
-    if closed:
-        raise ServiceError(closed)
+    blocked = closed(dispute_deadline(attribution), now or timezone.now())
+    if blocked:
+        raise ServiceError(blocked)
     if Dispute.objects.filter(attribution=attribution, side=Dispute.VENDOR) \
             .exclude(status=Dispute.WITHDRAWN).exists():
         raise ServiceError("This attribution is already disputed.")
@@ -489,16 +196,16 @@ def open_vendor_dispute(actor, attribution: Attribution, category: str, text: st
                       partner_id=attribution.partner_id, attribution=attribution,
                       referral=attribution.referral, side=Dispute.VENDOR, category=category,
                       text=text)
-    _attach(dispute, actor, checked)
+    attach(dispute, actor, checked)
     _audit("dispute.opened", dispute, actor, after={
         "side": dispute.side, "category": category,
         "attribution": str(attribution.public_id), "evidence": [f.name for f in checked]})
     _timeline(attribution.referral, actor,
               f"The vendor disputes this deal's attribution: {CATEGORY_LABELS[category]}.",
               vendor_only=True)
-    _notify(_vendor_people(dispute) + _resolvers(dispute), "dispute_opened", dispute,
-            f"{actor.organization.name} disputes the attribution of {_subject_name(dispute)}",
-            text, exclude=actor.user)
+    notify_about(vendor_people(dispute) + resolvers(dispute), "dispute_opened", dispute,
+                 f"{actor.organization.name} disputes the attribution of {_subject_name(dispute)}",
+                 text, exclude=actor.user)
     return dispute
 
 
@@ -510,18 +217,18 @@ def vendor_respond(actor, dispute: Dispute, text: str, files=()) -> Dispute:
     if dispute.side != Dispute.PARTNER:
         raise ServiceError("Only partners' disputes wait for the vendor's response.")
     text = _clean_text(text, "text", "Write your response")
-    _check_no_names(text, _partner_names(dispute), "text")
+    check_no_names(text, partner_names(dispute), "text")
     checked = check_evidence_files(files)
     from_status = _move(dispute, Dispute.VENDOR_RESPONDED)
     dispute.save(update_fields=["status", "updated_at"])
     entry = _entry(dispute, actor, text, Dispute.VENDOR_RESPONDED)
-    _attach(dispute, actor, checked, entry)
+    attach(dispute, actor, checked, entry)
     _audit("dispute.responded", dispute, actor, {"status": from_status},
            {"status": dispute.status})
     _timeline(dispute.referral, actor, "The vendor responded to the dispute.")
-    _notify(_disputing_people(dispute) + _resolvers(dispute), "dispute_updated", dispute,
-            f"{dispute.vendor.name} responded to the dispute on {_subject_name(dispute)}",
-            text, exclude=actor.user)
+    notify_about(disputing_people(dispute) + resolvers(dispute), "dispute_updated", dispute,
+                 f"{dispute.vendor.name} responded to the dispute on {_subject_name(dispute)}",
+                 text, exclude=actor.user)
     return dispute
 
 
@@ -546,16 +253,16 @@ def post_message(actor, dispute: Dispute, body: str, files=()) -> DisputeMessage
         raise ServiceError("This dispute is closed.")
     body = _clean_text(body, "body", "Write a message")
     if actor.organization.kind != roles.PARTNER and dispute.side == Dispute.PARTNER:
-        _check_no_names(body, _partner_names(dispute), "body")
+        check_no_names(body, partner_names(dispute), "body")
     checked = check_evidence_files(files)
     entry = _entry(dispute, actor, body)
-    _attach(dispute, actor, checked, entry)
+    attach(dispute, actor, checked, entry)
     Dispute.objects.filter(pk=dispute.pk).update(updated_at=timezone.now())
     _audit("dispute.message", dispute, actor,
            after={"message": str(entry.public_id), "evidence": [f.name for f in checked]})
-    _notify(_participants(dispute), "dispute_message", dispute,
-            f"New message on the dispute about {_subject_name(dispute)}", body,
-            exclude=actor.user)
+    notify_about(participants(dispute), "dispute_message", dispute,
+                 f"New message on the dispute about {_subject_name(dispute)}", body,
+                 exclude=actor.user)
     return entry
 
 
@@ -589,11 +296,11 @@ def take_under_review(actor, dispute: Dispute) -> Dispute:
            {"status": dispute.status, "assigned_to": dispute.assigned_to.user.email})
     _timeline(dispute.referral, actor, "The dispute is under review by the network.",
               vendor_only=dispute.side == Dispute.VENDOR)
-    users = _disputing_people(dispute)
+    users = disputing_people(dispute)
     if dispute.side == Dispute.PARTNER:
-        users += _vendor_people(dispute)
-    _notify(users, "dispute_updated", dispute,
-            f"The dispute about {_subject_name(dispute)} is under review", exclude=actor.user)
+        users += vendor_people(dispute)
+    notify_about(users, "dispute_updated", dispute,
+                 f"The dispute about {_subject_name(dispute)} is under review", exclude=actor.user)
     return dispute
 
 
@@ -617,8 +324,8 @@ def reassign(actor, dispute: Dispute, channel_manager: Membership) -> Dispute:
     _entry(dispute, actor, f"Assigned to {channel_manager.user.get_full_name()}.")
     _audit("dispute.reassigned", dispute, actor, {"assigned_to": before},
            {"assigned_to": channel_manager.user.email})
-    _notify([channel_manager.user], "dispute_updated", dispute,
-            f"A dispute about {_subject_name(dispute)} is assigned to you", exclude=actor.user)
+    notify_about([channel_manager.user], "dispute_updated", dispute,
+                 f"A dispute about {_subject_name(dispute)} is assigned to you", exclude=actor.user)
     return dispute
 
 
@@ -642,14 +349,13 @@ def resolve(actor, dispute: Dispute, outcome: str, resolution: str,
         raise ServiceError(f"This dispute is assigned to "
                            f"{dispute.assigned_to.user.get_full_name()}.")
     if dispute.side == Dispute.PARTNER:
-        _check_no_names(resolution, _partner_names(dispute),
-                        "resolution")
+        check_no_names(resolution, partner_names(dispute), "resolution")
     previous = new = None
     if dispute.attribution_id:
-        previous, new = _decide_attribution(actor, dispute, outcome, resolution,
-                                            new_referral_public_id)
+        previous, new = decide_attribution(actor, dispute, outcome, resolution,
+                                           new_referral_public_id)
     elif outcome == Dispute.UPHELD:
-        _reinstate(actor, dispute, resolution)
+        reinstate(actor, dispute, resolution)
     from_status = _move(dispute, outcome)
     dispute.resolution = resolution
     dispute.decided_by, dispute.decided_at = actor.user, timezone.now()
@@ -663,43 +369,15 @@ def resolve(actor, dispute: Dispute, outcome: str, resolution: str,
     verdict = "upheld" if outcome == Dispute.UPHELD else "not upheld"
     _timeline(dispute.referral, actor, f"Dispute {verdict}: {resolution}",
               vendor_only=dispute.side == Dispute.VENDOR)
-    users = _disputing_people(dispute)
+    users = disputing_people(dispute)
     if dispute.side == Dispute.PARTNER:
-        users += _vendor_people(dispute)
-    _notify(users, "dispute_decided", dispute,
-            f"Dispute about {_subject_name(dispute)} {verdict}", resolution,
-            exclude=actor.user)
+        users += vendor_people(dispute)
+    notify_about(users, "dispute_decided", dispute,
+                 f"Dispute about {_subject_name(dispute)} {verdict}", resolution,
+                 exclude=actor.user)
     if dispute.attribution_id and previous != new:
         _tell_partners_attribution_changed(dispute, actor, previous, new)
     return dispute
-
-
-def _decide_attribution(actor, dispute, outcome, resolution, new_referral_public_id):
-    """Apply the decision to the attribution; returns the credited referral before and after."""
-    attribution = dispute.attribution
-    previous = attribution.referral
-    # Every partner in the deal may read the attribution's note: it says only that the network
-    # reviewed it (the resolution stays with the dispute's participants).
-    note = "Reviewed by the network."
-    if outcome == Dispute.UPHELD:
-        if dispute.side == Dispute.PARTNER:
-            target = str(dispute.referral.public_id)
-        else:
-            target = str(new_referral_public_id) if new_referral_public_id else None
-            current = str(previous.public_id) if previous else None
-            if target == current:
-                raise ServiceError("Upholding the vendor's dispute changes the attribution: "
-                                   "choose another registration, or nobody.",
-                                   field="new_referral")
-        attribution = reassign_attribution(actor, attribution, target, note,
-                                           via_dispute=dispute)
-    elif attribution.status not in Attribution.HUMAN_DECIDED:
-        # The claim is rejected: the same answer, now confirmed by a person. (Through
-        # reassign_attribution, which accepts a dispute as the decider's authority.)
-        attribution = reassign_attribution(
-            actor, attribution, str(previous.public_id) if previous else None, note,
-            via_dispute=dispute)
-    return previous, attribution.referral
 
 
 def _tell_partners_attribution_changed(dispute, actor, previous, new):
@@ -708,7 +386,7 @@ def _tell_partners_attribution_changed(dispute, actor, previous, new):
     if previous is not None:
         _timeline(previous, actor, "After a review by the network, this deal is no longer "
                                    "credited to this referral.")
-        notify(_partner_people(previous.partner_id, previous), "attribution_changed",
+        notify(partner_people(previous.partner_id, previous), "attribution_changed",
                network_id=dispute.network_id,
                title=f"{previous.company_name}: the deal is no longer credited to your referral",
                body="The network reviewed the deal's attribution.",
@@ -717,67 +395,11 @@ def _tell_partners_attribution_changed(dispute, actor, previous, new):
     if new is not None and new != disputer:
         _timeline(new, actor, "After a review by the network, this deal is credited to this "
                               "referral.")
-        notify(_partner_people(new.partner_id, new), "attribution_changed",
+        notify(partner_people(new.partner_id, new), "attribution_changed",
                network_id=dispute.network_id,
                title=f"{new.company_name}: the deal is now credited to your referral",
                body="The network reviewed the deal's attribution.",
                url=reverse("referrals:detail", args=[new.public_id]))
-
-
-def _reinstate(actor, dispute, resolution):
-    """An upheld dispute of a rejection or an expiry: the registration is accepted again with a
-    fresh protection window (a rejected one counts as accepted now; an expired one keeps its
-    original acceptance date)."""
-    referral = (Referral.objects.select_for_update(of=("self",))
-                .select_related("program", "vendor", "partner")
-                .get(pk=dispute.referral_id))
-    if referral.status not in REGISTRATION_CATEGORIES:
-        raise ServiceError("The registration is no longer rejected or expired; nothing to "
-                           "reinstate.")
-    _check_reinstatable(referral)
-    from_status, now = referral.status, timezone.now()
-    referral.status = Referral.ACCEPTED
-    if from_status == Referral.REJECTED or referral.decided_at is None:
-        referral.decided_at = now
-    referral.protected_until = now + timedelta(days=referral.program.protection_days)
-    referral.closed_at = referral.expiry_warned_at = None
-    referral.rejection_code, referral.rejection_reason = "", ""
-    referral.save(update_fields=["status", "decided_at", "protected_until", "closed_at",
-                                 "expiry_warned_at", "rejection_code", "rejection_reason",
-                                 "updated_at"])
-    record_transition(referral, actor, from_status,
-                      body=f"Reinstated after a dispute: {resolution}",
-                      extra={"dispute": str(dispute.public_id),
-                             "protected_until": referral.protected_until.isoformat()})
-    from integrations.sync import enqueue_push
-
-    enqueue_push(referral, "accepted")
-    dispute.referral = referral
-
-
-def _check_reinstatable(referral):
-    """Reinstating is accepting again, so the account rule of acceptance holds: one active
-    registration per partner, one accepted registration per account (under the vendor lock,
-    as at submission and acceptance)."""
-    conflicts.lock_vendor(referral.vendor_id)
-    check = conflicts.check_conflicts(
-        vendor_id=referral.vendor_id, domain=referral.domain,
-        normalized_name=referral.normalized_name, threshold=referral.program.fuzzy_threshold,
-        exclude_pk=referral.pk)
-    own = check.own(referral.partner_id)
-    if own is not None:
-        raise ServiceError(
-            f"{referral.partner.name} has registered this account again since "
-            f"({own.referral.company_name}, {own.referral.get_status_display().lower()}): "
-            "reinstating this registration would duplicate it. Decide the dispute as not "
-            "upheld, or ask the partner to withdraw the newer registration first.")
-    held = [m.referral for m in check.matches if m.referral.status == Referral.ACCEPTED]
-    if held:
-        raise ServiceError(
-            "Another partner's registration of this account is accepted (protected until "
-            f"{held[0].protected_until:%-d %B %Y}), and one account is protected for one "
-            "partner at a time: it has to be withdrawn or expire before this one can be "
-            "reinstated.")
 
 
 @transaction.atomic
@@ -796,10 +418,10 @@ def withdraw(actor, dispute: Dispute, reason: str = "") -> Dispute:
            {"status": dispute.status, "reason": reason})
     _timeline(dispute.referral, actor, "Dispute withdrawn.",
               vendor_only=dispute.side == Dispute.VENDOR)
-    users = _resolvers(dispute)
+    users = resolvers(dispute)
     if dispute.side == Dispute.PARTNER:
-        users += _vendor_people(dispute)
-    _notify(users, "dispute_updated", dispute,
-            f"The dispute about {_subject_name(dispute)} was withdrawn", reason,
-            exclude=actor.user)
+        users += vendor_people(dispute)
+    notify_about(users, "dispute_updated", dispute,
+                 f"The dispute about {_subject_name(dispute)} was withdrawn", reason,
+                 exclude=actor.user)
     return dispute

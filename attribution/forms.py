@@ -1,12 +1,12 @@
 """Dispute forms: opening one (partner, vendor), the thread, the channel manager's decision and
 the queue's filters. Evidence is checked here for a clear form error, and again by the
-service (attribution.disputes.check_evidence)."""
+service (attribution.evidence.check_evidence)."""
 
 from django import forms
 from django.core.exceptions import ValidationError
 
 from accounts.errors import ServiceError
-from attribution import disputes
+from attribution import dispute_subjects, disputes, evidence
 from attribution.models import Dispute
 
 CATEGORY_LABELS = dict(Dispute.CATEGORIES)
@@ -22,15 +22,15 @@ class EvidenceField(forms.FileField):
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
         kwargs.setdefault("label", "Evidence")
-        kwargs.setdefault("help_text", disputes.EVIDENCE_HELP)
+        kwargs.setdefault("help_text", evidence.EVIDENCE_HELP)
         super().__init__(widget=MultipleFileInput(attrs={
-            "accept": ",".join(sorted(disputes.EVIDENCE_TYPES))}), **kwargs)
+            "accept": ",".join(sorted(evidence.EVIDENCE_TYPES))}), **kwargs)
 
     def clean(self, data, initial=None):
         files = [f for f in (data if isinstance(data, list | tuple) else [data]) if f]
         files = [super(EvidenceField, self).clean(f, initial) for f in files]
         try:
-            disputes.check_evidence_files(files)
+            evidence.check_evidence_files(files)
         except ServiceError as exc:
             raise ValidationError(exc.message) from None
         return files
@@ -84,7 +84,7 @@ class PartnerDisputeForm(forms.Form):
 class VendorDisputeForm(forms.Form):
     category = forms.ChoiceField(
         label="What is wrong?", widget=forms.RadioSelect,
-        choices=[(c, CATEGORY_LABELS[c]) for c in disputes.VENDOR_CATEGORIES])
+        choices=[(c, CATEGORY_LABELS[c]) for c in dispute_subjects.VENDOR_CATEGORIES])
     text = _text("Why", help_text="The network's channel manager decides. Partners do not see "
                                   "vendor disputes.")
     files = EvidenceField()

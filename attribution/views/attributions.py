@@ -3,15 +3,13 @@ a decider's confirm / reassign.
 
 A partner sees attributions through its own candidate rows only: its referrals, how each was
 matched and why it was kept or dropped, and a neutral outcome ("credited to another partner",
-"credited to no one"). The partner side is rendered from plain rows built here (`PartnerRow`,
-`OwnCandidate`), so its templates cannot reach another partner's name, referral or data.
+"credited to no one"). The partner side is rendered from plain rows (`PartnerRow`,
+`OwnCandidate`, built in attribution.partner_rows), so its templates cannot reach another
+partner's name, referral or data. The list's filters live in attribution.listing.
 """
 
-from dataclasses import dataclass
-from datetime import datetime, time, timedelta
-
 from django.contrib import messages
-from django.db.models import Exists, OuterRef, Prefetch, Q
+from django.db.models import Prefetch
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -21,33 +19,18 @@ from django.views.decorators.http import require_POST
 from accounts import roles
 from accounts.decorators import membership_required, require_permission
 from accounts.errors import PermissionDenied, ServiceError
-from accounts.models import Organization
 from accounts.permissions import can, get_object_for
 from attribution import decisions
-from attribution.attribution_forms import (
-    OUTCOMES,
-    AttributionFilterForm,
-    ConfirmAttributionForm,
-    ReassignAttributionForm,
-)
-from attribution.metrics import dispute_model, needed_review
+from attribution.attribution_forms import ConfirmAttributionForm, ReassignAttributionForm
+from attribution.dispute_subjects import dispute_deadline
+from attribution.listing import filtered_attributions, partner_chip
+from attribution.metrics import dispute_model
 from attribution.models import Attribution, AttributionCandidate
+from attribution.partner_rows import MATCH_LABELS, RULE_LABELS, own_candidates, partner_row
 from partnerhub.pagination import paginate, querystring_without_page
-from referrals.models import Enrolment, Program
 
 # Count rows only this far past the page (see partnerhub.pagination.CappedPaginator).
 COUNT_AHEAD = 1000
-OUTCOME_LABELS = {**dict(OUTCOMES),
-                  "your_org": "Credited to another registration of your organization"}
-NEUTRAL_LINES = {
-    "other": "Credited to another partner's registration.",
-    "none": "Credited to no one: no registration was eligible for this deal.",
-    "your_org": "Credited to another registration of your organization.",
-}
-RULE_LABELS = dict(Program.ATTRIBUTION_RULES)
-MATCH_LABELS = {"exact": "Exact: the deal carries the referral id",
-                "domain": "Same registrable domain", "fuzzy": "Similar company name",
-                "none": "No eligible registration"}
 # Heavy JSON the pages never show from the list.
 _LIST_DEFERRED = ("decision", "snapshot__raw")
 
@@ -56,196 +39,7 @@ def _side(membership) -> str:
     return membership.organization.kind  # partner | vendor | operator
 
 
-# --- what a partner may see --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class OwnCandidate:
-    referral_public_id: str
-    company_name: str
-    submitted_at: datetime | None
-    match: str
-    reason: str
-    credited: bool
-
-
-@dataclass(frozen=True)
-class PartnerRow:
-    """One attribution as a partner sees it: the deal, the vendor, and its own side."""
-
-    public_id: str
-    deal_details_hidden: bool
-    account_name: str
-    account_domain: str
-    vendor_name: str
-    amount_minor: int | None
-    currency: str
-    stage: str
-    closed_at: datetime | None
-    status: str
-    status_label: str
-    rule: str
-    match: str
-    confidence: int
-    decided_at: datetime | None
-    decided_by: str
-    decision_note: str
-    created_at: datetime
-    outcome: str  # you | your_org | other | none
-    own: tuple[OwnCandidate, ...]
-
-    @property
-    def outcome_label(self) -> str:
-        return OUTCOME_LABELS[self.outcome]
-
-    @property
-    def neutral_line(self) -> str:
-        return NEUTRAL_LINES.get(self.outcome, "")
-
-    @property
-    def title(self) -> str:
-        if self.account_name:
-            return self.account_name
-        return f"Deal for {self.own[0].company_name}" if self.own else "Won deal"
-
-    @property
-    def rule_label(self) -> str:
-        return RULE_LABELS.get(self.rule, self.rule)
-
-    @property
-    def match_label(self) -> str:
-        return MATCH_LABELS.get(self.match, self.match)
-
-
-def own_candidates(membership):
-    """The viewer's candidate rows: its organization's referrals (a rep: the ones it
-    submitted) that matched the deal, as in AttributionQuerySet.visible_to."""
-    rows = AttributionCandidate.objects.filter(
-        partner_id=membership.organization_id).exclude(match="none")
-    if membership.role_def.scope == roles.OWN:
-        rows = rows.filter(referral__submitted_by_id=membership.user_id)
-    return rows.select_related("referral").order_by("referral__submitted_at", "pk")
-
-
-def partner_outcome(membership, attribution, own) -> str:
-    if attribution.partner_id is None:
-        return "none"
-    if attribution.partner_id != membership.organization_id:
-        return "other"
-    if any(c.referral_id == attribution.referral_id for c in own):
-        return "you"
-    return "your_org"  # a rep's colleague's registration won
-
-
-def partner_row(membership, attribution, own) -> PartnerRow:
-    snapshot = attribution.snapshot
-    # A deal that carries another registration's id got its name, domain and amount from
-    # that registration (the CRM push, the built-in pipeline): they are that partner's data.
-    hidden = snapshot.referral_id is not None and snapshot.referral_id not in {
-        c.referral_id for c in own}
-    return PartnerRow(
-        public_id=str(attribution.public_id), deal_details_hidden=hidden,
-        account_name="" if hidden else snapshot.account_name,
-        account_domain="" if hidden else snapshot.account_domain,
-        vendor_name=attribution.vendor.name,
-        amount_minor=None if hidden else snapshot.amount_minor,
-        currency="" if hidden else snapshot.currency, stage=snapshot.stage,
-        closed_at=snapshot.closed_at, status=attribution.status,
-        status_label=attribution.get_status_display(), rule=attribution.rule,
-        match=attribution.match, confidence=attribution.confidence,
-        decided_at=attribution.decided_at,
-        decided_by=attribution.decided_by.get_full_name() if attribution.decided_by else "",
-        decision_note=attribution.decision_note, created_at=attribution.created_at,
-        outcome=partner_outcome(membership, attribution, own),
-        own=tuple(OwnCandidate(
-            referral_public_id=str(c.referral.public_id), company_name=c.referral.company_name,
-            submitted_at=c.referral.submitted_at, match=c.match, reason=c.reason,
-            credited=c.referral_id == attribution.referral_id) for c in own))
-
-
 # --- the list ----------------------------------------------------------------------------------
-
-def _filter_form(request):
-    membership = request.membership
-    side = _side(membership)
-    vendors = Organization.objects.filter(
-        pk__in=Program.objects.visible_to(membership).values("vendor_id")).order_by("name")
-    if side == roles.VENDOR:
-        partners = Organization.objects.filter(pk__in=Enrolment.objects.filter(
-            program__vendor_id=membership.organization_id).values("partner_id")).order_by("name")
-        return AttributionFilterForm(request.GET or None, partners=partners,
-                                     disputes=dispute_model() is not None)
-    if side == roles.PARTNER:
-        return AttributionFilterForm(request.GET or None, vendors=vendors, outcome=True)
-    return AttributionFilterForm(request.GET or None, vendors=vendors, partner_by_id=True,
-                                 disputes=dispute_model() is not None)
-
-
-def _day_start(day):
-    return datetime.combine(day, time.min, timezone.get_current_timezone())
-
-
-def filtered_attributions(request):
-    membership = request.membership
-    form = _filter_form(request)
-    queryset = Attribution.objects.visible_to(membership)
-    if form.is_bound and not form.is_valid():
-        return form, queryset.none()  # an unreadable filter never widens the list
-    d = form.cleaned_data if form.is_bound else {}
-    if d.get("q"):
-        q = d["q"].strip()
-        if _side(membership) == roles.PARTNER:
-            # A partner searches its own registrations: the deal's name may be another's.
-            queryset = queryset.filter(Exists(own_candidates(membership).filter(
-                Q(referral__company_name__icontains=q)
-                | Q(referral__domain__startswith=q.lower()), attribution_id=OuterRef("pk"))))
-        else:
-            queryset = queryset.filter(Q(snapshot__account_name__icontains=q)
-                                       | Q(snapshot__account_domain__startswith=q.lower()))
-    for name in ("status", "match"):
-        if d.get(name):
-            queryset = queryset.filter(**{name: d[name]})
-    if d.get("vendor"):
-        queryset = queryset.filter(vendor__public_id=d["vendor"])
-    if d.get("partner"):
-        queryset = queryset.filter(partner__public_id=d["partner"])
-    outcome = d.get("outcome")
-    if outcome == "you":
-        queryset = queryset.filter(partner_id=membership.organization_id)
-    elif outcome == "other":
-        queryset = queryset.exclude(partner_id=membership.organization_id) \
-            .filter(partner__isnull=False)
-    elif outcome == "none":
-        queryset = queryset.filter(partner__isnull=True)
-    if d.get("disputed"):
-        disputed = Exists(dispute_model().objects.visible_to(membership)
-                          .filter(attribution_id=OuterRef("pk")))
-        queryset = queryset.filter(disputed if d["disputed"] == "yes" else ~disputed)
-    if d.get("reviewed"):
-        queryset = queryset.filter(needed_review())
-    if d.get("closed_from"):
-        queryset = queryset.filter(snapshot__closed_at__gte=_day_start(d["closed_from"]))
-    if d.get("closed_to"):
-        queryset = queryset.filter(
-            snapshot__closed_at__lt=_day_start(d["closed_to"] + timedelta(days=1)))
-    if d.get("attributed_from"):
-        queryset = queryset.filter(created_at__gte=_day_start(d["attributed_from"]))
-    if d.get("attributed_to"):
-        queryset = queryset.filter(
-            created_at__lt=_day_start(d["attributed_to"] + timedelta(days=1)))
-    if d.get("status") == Attribution.NEEDS_REVIEW:
-        queryset = queryset.order_by("created_at", "pk")  # a queue: oldest first
-    else:
-        queryset = queryset.order_by("-created_at", "-pk")
-    return form, queryset
-
-
-def _partner_chip(membership, form):
-    """The partner an operator filters by (it comes from a link), to show and clear."""
-    if not form.is_bound or not form.is_valid() or not form.cleaned_data.get("partner"):
-        return None
-    return (Organization.objects.visible_to(membership)
-            .filter(public_id=form.cleaned_data["partner"]).first())
-
 
 @require_permission(roles.REFERRAL_VIEW)
 def attribution_list(request):
@@ -267,7 +61,7 @@ def attribution_list(request):
         "form": form, "page": page, "side": side,
         "querystring": querystring_without_page(request),
         "status": request.GET.get("status", ""),
-        "partner_chip": _partner_chip(membership, form) if side == roles.OPERATOR else None,
+        "partner_chip": partner_chip(membership, form) if side == roles.OPERATOR else None,
     }
     if side != roles.PARTNER:
         context["to_review"] = (Attribution.objects.visible_to(membership)
@@ -295,9 +89,7 @@ def may_decide(membership, attribution) -> bool:
 
 
 def dispute_window_ends(attribution, program=None):
-    """The disputes module's deadline (the program's window after the current answer)."""
-    from attribution.disputes import dispute_deadline
-
+    """The dispute deadline (the program's window after the current answer)."""
     return dispute_deadline(attribution, program)
 
 

@@ -22,7 +22,7 @@ from accounts.decorators import membership_required, require_permission
 from accounts.errors import PermissionDenied, ServiceError
 from accounts.models import Membership, Organization
 from accounts.permissions import can, get_object_for, permissions_of
-from attribution import disputes
+from attribution import dispute_subjects, disputes
 from attribution.forms import (
     DisputeFilterForm,
     MessageForm,
@@ -383,7 +383,7 @@ def dispute_open_partner(request, public_id):
     referral = get_object_for(
         membership, Referral.objects.select_related("program", "vendor", "partner"), public_id,
         action=roles.DISPUTE_OPEN)
-    subjects = disputes.partner_subjects(referral)
+    subjects = dispute_subjects.partner_subjects(referral)
     form = PartnerDisputeForm(request.POST or None, request.FILES or None, subjects=subjects)
     status = 200
     if request.method == "POST":
@@ -434,7 +434,7 @@ def dispute_open_vendor(request, public_id):
             else:
                 return _opened(request, dispute)
         status = 400
-    deadline = disputes.dispute_deadline(attribution)
+    deadline = dispute_subjects.dispute_deadline(attribution)
     return render(request, "attribution/disputes/open_vendor.html", {
         "attribution": attribution, "form": form, "deadline": deadline,
         "window_open": timezone.now() <= deadline,
@@ -455,7 +455,7 @@ def referral_disputes(request, public_id):
                 .select_related("vendor", "partner", "referral", "attribution__snapshot",
                                 "assigned_to__user").order_by("-created_at")[:20])
     may_open = can(membership, roles.DISPUTE_OPEN, referral)
-    subjects = disputes.partner_subjects(referral) if may_open else []
+    subjects = dispute_subjects.partner_subjects(referral) if may_open else []
     now = timezone.now()
     return render(request, "attribution/disputes/partials/referral_panel.html", {
         "referral": referral, "rows": [_row(membership, d, now) for d in rows],

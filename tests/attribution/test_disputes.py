@@ -24,6 +24,8 @@ from accounts import roles
 from accounts.errors import PermissionDenied, ServiceError
 from accounts.models import AuditEvent, Notification
 from attribution import disputes
+from attribution.dispute_subjects import partner_subjects
+from attribution.evidence import MAX_EVIDENCE_BYTES, check_evidence, check_evidence_files
 from attribution.models import Attribution, AttributionCandidate, DealSnapshot, Dispute
 from attribution.runner import attribute_deal
 from referrals.models import Referral, TimelineEntry
@@ -269,7 +271,7 @@ def test_an_accepted_registration_has_nothing_to_dispute(world, programs):
                                submitted_by=world.member(PA, "rep").user,
                                status=Referral.ACCEPTED, decided_at=_now(),
                                protected_until=_now() + timedelta(days=9))
-    assert disputes.partner_subjects(referral) == []
+    assert partner_subjects(referral) == []
     with pytest.raises(ServiceError):
         disputes.open_partner_dispute(world.member(PA, "rep"), referral, Dispute.OTHER, "x")
 
@@ -595,7 +597,7 @@ def test_vendor_and_operator_texts_never_name_the_other_partner(world, dispute):
     ("book.xlsx", ooxml("xl/workbook.xml")), ("memo.docx", ooxml("word/document.xml")),
 ])
 def test_allowed_evidence(name, content):
-    checked = disputes.check_evidence(upload(name, content))
+    checked = check_evidence(upload(name, content))
     assert checked.name == name and checked.size == len(content)
 
 
@@ -615,16 +617,16 @@ def test_allowed_evidence(name, content):
 ])
 def test_rejected_evidence(name, content, message):
     with pytest.raises(ServiceError, match=message):
-        disputes.check_evidence(upload(name, content))
+        check_evidence(upload(name, content))
 
 
 def test_evidence_size_limit():
-    big = PDF + b"0" * (disputes.MAX_EVIDENCE_BYTES - len(PDF))
-    assert disputes.check_evidence(upload("big.pdf", big)).size == disputes.MAX_EVIDENCE_BYTES
+    big = PDF + b"0" * (MAX_EVIDENCE_BYTES - len(PDF))
+    assert check_evidence(upload("big.pdf", big)).size == MAX_EVIDENCE_BYTES
     with pytest.raises(ServiceError, match="larger than 10 MB"):
-        disputes.check_evidence(upload("bigger.pdf", big + b"0"))
+        check_evidence(upload("bigger.pdf", big + b"0"))
     with pytest.raises(ServiceError, match="at most 10 files"):
-        disputes.check_evidence_files([upload(f"{i}.pdf", PDF) for i in range(11)])
+        check_evidence_files([upload(f"{i}.pdf", PDF) for i in range(11)])
 
 
 def test_a_spoofed_file_is_a_clear_form_error_and_nothing_is_saved(world, deal):
