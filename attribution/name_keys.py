@@ -11,11 +11,12 @@ with the vendor), so the referrals sharing a word with a deal are a few index pr
 A word that many of the vendor's registrations use ("logistics", "solutions") would link a
 deal to thousands of look-alikes ("... Logistics") that the score then drops, at a cost of
 milliseconds per deal. Those *common words* (`refresh_common_words`: nightly, and before each
-backfill) are left out of the lookup, with every key one typo from them. A deal whose name is
-made only of common words is looked up by trigram similarity instead (runner._similar_names).
+backfill) and the words one typo from them are not distinctive, and are left out of the lookup.
 
 So a registration is a fuzzy-name candidate when its name shares a distinctive word with the
-deal's, spelled the same or one typo apart; the engine then scores the whole names.
+deal's, spelled the same or one typo apart; a deal whose name has no distinctive word ("Global
+Logistic") looks for registrations that have every one of its words, one typo allowed in each.
+The engine then scores the whole names.
 """
 
 from django.db import connection, transaction
@@ -39,6 +40,12 @@ def name_keys(vendor_id: int, normalized_name: str) -> set[str]:
     a test holds them together)."""
     return {f"{vendor_id}:{key}" for word in normalized_name.split(" ") if word
             for key in word_keys(word)}
+
+
+def every_word_keys(vendor_id: int, normalized_name: str) -> list[set[str]]:
+    """The keys of each of the name's words, for a name without a distinctive word."""
+    return [{f"{vendor_id}:{key}" for key in word_keys(word)}
+            for word in sorted(set(normalized_name.split(" "))) if word]
 
 
 def lookup_keys(vendor_id: int, normalized_name: str, common: frozenset[str]) -> set[str]:
@@ -115,4 +122,23 @@ def sharing_a_word(vendor_id: int, keys_by_name: dict[str, set[str]]) -> list[tu
             f" AND status <> 'draft'"
             f" AND partnerhub_name_keys(vendor_id, normalized_name) && q.keys) AS r",
             [names, keys, vendor_id])
+        return cursor.fetchall()
+
+
+def sharing_every_word(vendor_id: int, name: str) -> list[tuple]:
+    """(name, id, normalized name) of the vendor's non-draft referrals whose name has every
+    word of `name`, one typo allowed in each: for a name of common words only, where any one
+    word would bring thousands (the index intersects the words' lists instead)."""
+    groups = every_word_keys(vendor_id, name)
+    if not groups:
+        return []
+    table = Referral._meta.db_table
+    shares = " AND ".join(["partnerhub_name_keys(vendor_id, normalized_name) && %s::text[]"]
+                          * len(groups))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")  # as above
+        cursor.execute(
+            f"SELECT %s, id, normalized_name FROM {table} WHERE vendor_id = %s"
+            f" AND status <> 'draft' AND {shares}",
+            [name, vendor_id, *(sorted(keys) for keys in groups)])
         return cursor.fetchall()

@@ -22,7 +22,6 @@ from django.utils import timezone
 from accounts.models import Organization
 from attribution import engine, name_keys
 from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
-from referrals.conflicts import set_trigram_floor
 from referrals.models import Program, Referral
 from referrals.normalize import normalize_company_name
 
@@ -108,14 +107,13 @@ def _similar(vendor_id: int, names: set[str], threshold: int) -> dict[str, list[
     """For each name, the ids of the vendor's (non-draft) referrals whose name scores at least
     `threshold` against it, best first (ties by id, so a re-run sees the same): found through
     the distinctive words they share (attribution.name_keys: one statement for all the
-    names), or by trigram similarity for names made only of common words."""
+    names), or for a name of common words only, through all its words."""
     common = name_keys.common_words(vendor_id)
     keys_by_name = {name: name_keys.lookup_keys(vendor_id, name, common)
                     for name in sorted(names)}
-    by_trigrams = [name for name, keys in keys_by_name.items() if not keys]
     pairs = name_keys.sharing_a_word(vendor_id, keys_by_name)
-    if by_trigrams:
-        pairs += _similar_names(vendor_id, by_trigrams, threshold)
+    for name in (name for name, keys in keys_by_name.items() if not keys):
+        pairs += name_keys.sharing_every_word(vendor_id, name)
     scored = defaultdict(list)
     for name, pk, other in pairs:
         score = engine.name_score(name, other)
@@ -123,26 +121,6 @@ def _similar(vendor_id: int, names: set[str], threshold: int) -> dict[str, list[
             scored[name].append((-score, pk))
     return {name: [pk for _, pk in sorted(found)[:FUZZY_CANDIDATES]]
             for name, found in scored.items()}
-
-
-def _similar_names(vendor_id: int, names: list[str], threshold: int) -> list[tuple]:
-    """(name, id, normalized name) of the vendor's (non-draft) referrals whose normalized name
-    is trigram-similar to each name (pg_trgm `%`, the GIN index of migration 0004), the
-    FUZZY_CANDIDATES most similar per name. Slow where many names look alike: only for names
-    without a distinctive word."""
-    table = Referral._meta.db_table
-    with transaction.atomic(), connection.cursor() as cursor:
-        # The same floor as the conflict check, set here: `%` otherwise reads whatever the
-        # transaction last set (a submission's conflict check), and a re-run must not differ.
-        set_trigram_floor(cursor, threshold)
-        cursor.execute(
-            f"SELECT q.name, r.id, r.normalized_name FROM unnest(%s::text[]) AS q(name)"
-            f" CROSS JOIN LATERAL (SELECT id, normalized_name FROM {table}"
-            f" WHERE vendor_id = %s AND NOT (status = 'draft')"
-            f" AND normalized_name %% q.name"
-            f" ORDER BY similarity(normalized_name, q.name) DESC, id LIMIT %s) AS r",
-            [names, vendor_id, FUZZY_CANDIDATES])
-        return cursor.fetchall()
 
 
 def _facts(referral: Referral) -> engine.CandidateFacts:

@@ -6,8 +6,8 @@ from django.db import migrations, models
 
 # The fuzzy-name candidate lookup (attribution/name_keys.py): the keys of a referral's name,
 # prefixed with its vendor, GIN-indexed for every non-draft referral. partnerhub_name_keys is
-# the SQL twin of name_keys.name_keys (a test holds them together). PostgreSQL only, as the
-# lookup is.
+# the SQL twin of name_keys.name_keys (a test holds them together). It replaces the trigram
+# lookup, whose index (0004's referral_name_trgm_any) goes. PostgreSQL only, as the lookup is.
 FORWARD = [
     """CREATE OR REPLACE FUNCTION partnerhub_name_keys(vendor bigint, name text) RETURNS text[]
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -21,8 +21,11 @@ FORWARD = [
     $$""",
     "CREATE INDEX IF NOT EXISTS referral_name_keys ON referrals_referral "
     "USING gin (partnerhub_name_keys(vendor_id, normalized_name)) WHERE status <> 'draft'",
+    "DROP INDEX IF EXISTS referral_name_trgm_any",
 ]
 BACKWARD = [
+    "CREATE INDEX IF NOT EXISTS referral_name_trgm_any ON referrals_referral "
+    "USING gin (normalized_name gin_trgm_ops) WHERE status <> 'draft'",
     "DROP INDEX IF EXISTS referral_name_keys",
     "DROP FUNCTION IF EXISTS partnerhub_name_keys(bigint, text)",
 ]

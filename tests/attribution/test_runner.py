@@ -553,11 +553,11 @@ def test_when_too_many_names_score_the_most_similar_are_kept(world, programs, pi
     assert state(attribution) == before
 
 
-def test_a_name_of_common_words_only_is_matched_by_trigrams(world, programs, pipeline,
-                                                            run_on_commit):
+def test_a_name_of_common_words_only_is_matched_through_all_its_words(world, programs,
+                                                                     pipeline, run_on_commit):
     """"Global Logistic": one common word and one a typo of another, nothing distinctive to
-    look up by; the trigram lookup still finds "Global Logistics" (score 97) and leaves out
-    the 120 "Global Logistics 1xx" (86)."""
+    look up by; the registrations having both words still include "Global Logistics" (score
+    97), and the 120 "Global Logistics 1xx" (86) are left out by the score."""
     genuine = accept(world, register(world, programs, company="Global Logistics Inc",
                                      website="https://www.global-logistics.com"))
     _look_alikes(world, programs, (f"Global Logistics {n}" for n in range(100, 220)))
