@@ -19,6 +19,8 @@ Logistic") looks for registrations that have every one of its words, one typo al
 The engine then scores the whole names.
 """
 
+from functools import lru_cache
+
 from django.db import connection, transaction
 
 from attribution.models import CommonNameWord
@@ -57,15 +59,9 @@ def lookup_keys(vendor_id: int, normalized_name: str, common: frozenset[str]) ->
             if word and not (keys := word_keys(word)) & shunned for key in keys}
 
 
-_shunned_cache: dict[frozenset, frozenset] = {}
-
-
+@lru_cache(maxsize=64)  # a backfill asks once per chunk with the same vendor's words
 def _shunned(common: frozenset[str]) -> frozenset[str]:
-    if common not in _shunned_cache:
-        if len(_shunned_cache) > 64:
-            _shunned_cache.clear()
-        _shunned_cache[common] = frozenset(k for word in common for k in word_keys(word))
-    return _shunned_cache[common]
+    return frozenset(k for word in common for k in word_keys(word))
 
 
 def common_words(vendor_id: int) -> frozenset[str]:

@@ -68,8 +68,8 @@ def candidate_referrals(snapshot: DealSnapshot, deal: engine.DealFacts, threshol
 
 def _candidates(deals) -> list[list[Referral]]:
     """`candidate_referrals` for many (snapshot, deal facts, fuzzy threshold) at once: per
-    vendor, one query for the linked ids, domains and names of all the deals, and one index
-    scan for the referrals sharing a distinctive word with any of their names (`_similar`)."""
+    vendor, one query for the linked ids, domains and names of all the deals, and one
+    statement of index probes for the referrals whose names resemble theirs (`_similar`)."""
     found = [{} for _ in deals]
     by_vendor = defaultdict(list)
     for i, (snapshot, _, _) in enumerate(deals):
