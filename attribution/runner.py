@@ -255,6 +255,12 @@ def _decide(snapshot, deal, settings, referrals, existing, networks, writes) -> 
             attribution=existing, reason="deal changed; a person's decision stands",
             before=before, after={"engine_would_pick": decision.referral_id}))
         return existing
+    if existing is None:
+        reason = "attributed"
+    elif existing.snapshot_id != snapshot.pk:
+        reason = "deal changed; re-evaluated"
+    else:  # the same deal, judged again: what changed is around it
+        reason = "registrations or the program's rules changed; re-evaluated"
     attribution = existing or Attribution(
         network_id=networks[snapshot.vendor_id], vendor_id=snapshot.vendor_id,
         provider=snapshot.provider, external_deal_id=snapshot.external_deal_id)
@@ -275,9 +281,8 @@ def _decide(snapshot, deal, settings, referrals, existing, networks, writes) -> 
         for v in decision.verdicts]
     after = _summary(attribution)
     # Past the digest check, an existing attribution's inputs did change: always say so.
-    writes.changes.append(AttributionChange(
-        attribution=attribution, before=before, after=after,
-        reason="attributed" if existing is None else "deal changed; re-evaluated"))
+    writes.changes.append(AttributionChange(attribution=attribution, before=before,
+                                            after=after, reason=reason))
     return attribution
 
 

@@ -369,6 +369,21 @@ def test_a_later_close_date_outside_the_window_re_evaluates_and_records(
     assert history(attribution)[-1] == "deal changed; re-evaluated"
 
 
+def test_a_re_run_of_the_same_deal_says_what_changed_around_it(world, programs, pipeline,
+                                                              run_on_commit):
+    """The deal is the same snapshot; the program's rule changed: the history must not say
+    the deal changed."""
+    _, won, attribution = won_deal(world, programs, run_on_commit)
+    program = programs["acme"]
+    program.attribution_rule = "last_touch"
+    program.save(update_fields=["attribution_rule"])
+    attribute_deal(won)
+    assert history(attribution) == [
+        "attributed", "registrations or the program's rules changed; re-evaluated"]
+    attribution.refresh_from_db()
+    assert attribution.rule == "last_touch"
+
+
 def test_a_later_amount_change_is_evaluated_and_recorded(world, programs, pipeline,
                                                          run_on_commit):
     referral, first_won, attribution = won_deal(world, programs, run_on_commit)
