@@ -89,7 +89,7 @@ def _check_reinstatable(referral):
             f"({own.referral.company_name}, {own.referral.get_status_display().lower()}): "
             "reinstating this registration would duplicate it. Decide the dispute as not "
             "upheld, or ask the partner to withdraw the newer registration first.")
-    held = [m.referral for m in check.matches if m.referral.status == Referral.ACCEPTED]
+    held = check.accepted()
     if held:
         raise ServiceError(
             "Another partner's registration of this account is accepted (protected until "

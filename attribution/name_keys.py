@@ -37,17 +37,20 @@ def word_keys(word: str) -> set[str]:
     return {word, *(word[:i] + word[i + 1:] for i in range(len(word)))}
 
 
-def name_keys(vendor_id: int, normalized_name: str) -> set[str]:
-    """What the index holds for a referral's name (partnerhub_name_keys in SQL, same result:
-    a test holds them together)."""
-    return {f"{vendor_id}:{key}" for word in normalized_name.split(" ") if word
-            for key in word_keys(word)}
+def _prefixed(vendor_id: int, keys) -> set[str]:
+    return {f"{vendor_id}:{key}" for key in keys}
 
 
 def every_word_keys(vendor_id: int, normalized_name: str) -> list[set[str]]:
     """The keys of each of the name's words, for a name without a distinctive word."""
-    return [{f"{vendor_id}:{key}" for key in word_keys(word)}
+    return [_prefixed(vendor_id, word_keys(word))
             for word in sorted(set(normalized_name.split(" "))) if word]
+
+
+def name_keys(vendor_id: int, normalized_name: str) -> set[str]:
+    """What the index holds for a referral's name (partnerhub_name_keys in SQL, same result:
+    a test holds them together)."""
+    return set().union(*every_word_keys(vendor_id, normalized_name))
 
 
 def lookup_keys(vendor_id: int, normalized_name: str, common: frozenset[str]) -> set[str]:
@@ -55,8 +58,9 @@ def lookup_keys(vendor_id: int, normalized_name: str, common: frozenset[str]) ->
     or a word one typo from one ("logistic"), is not distinctive: its keys would fetch every
     "... Logistics". Empty when the name has no distinctive word."""
     shunned = _shunned(common)
-    return {f"{vendor_id}:{key}" for word in normalized_name.split(" ")
-            if word and not (keys := word_keys(word)) & shunned for key in keys}
+    return _prefixed(vendor_id, (key for word in normalized_name.split(" ")
+                                 if word and not (keys := word_keys(word)) & shunned
+                                 for key in keys))
 
 
 @lru_cache(maxsize=64)  # a backfill asks once per chunk with the same vendor's words
@@ -106,19 +110,13 @@ def sharing_a_word(vendor_id: int, keys_by_name: dict[str, set[str]]) -> list[tu
     if not keys:
         return []
     table = Referral._meta.db_table
-    with transaction.atomic(), connection.cursor() as cursor:
-        # Compiling this plan (JIT, triggered by the row estimates of a probe it cannot see
-        # into) costs more than running it.
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute(
-            f"WITH q AS (SELECT name, array_agg(key) AS keys"
-            f" FROM unnest(%s::text[], %s::text[]) AS u(name, key) GROUP BY name)"
-            f" SELECT q.name, r.id, r.normalized_name FROM q CROSS JOIN LATERAL ("
-            f" SELECT id, normalized_name FROM {table} WHERE vendor_id = %s"
-            f" AND status <> 'draft'"
-            f" AND partnerhub_name_keys(vendor_id, normalized_name) && q.keys) AS r",
-            [names, keys, vendor_id])
-        return cursor.fetchall()
+    return _fetch_without_jit(
+        f"WITH q AS (SELECT name, array_agg(key) AS keys"
+        f" FROM unnest(%s::text[], %s::text[]) AS u(name, key) GROUP BY name)"
+        f" SELECT q.name, r.id, r.normalized_name FROM q CROSS JOIN LATERAL ("
+        f" SELECT id, normalized_name FROM {table} WHERE vendor_id = %s AND status <> 'draft'"
+        f" AND partnerhub_name_keys(vendor_id, normalized_name) && q.keys) AS r",
+        [names, keys, vendor_id])
 
 
 def sharing_every_word(vendor_id: int, name: str) -> list[tuple]:
@@ -131,10 +129,16 @@ def sharing_every_word(vendor_id: int, name: str) -> list[tuple]:
     table = Referral._meta.db_table
     shares = " AND ".join(["partnerhub_name_keys(vendor_id, normalized_name) && %s::text[]"]
                           * len(groups))
+    return _fetch_without_jit(
+        f"SELECT %s, id, normalized_name FROM {table} WHERE vendor_id = %s"
+        f" AND status <> 'draft' AND {shares}",
+        [name, vendor_id, *(sorted(keys) for keys in groups)])
+
+
+def _fetch_without_jit(sql: str, params) -> list[tuple]:
+    # Compiling these plans (JIT, triggered by the default row estimate of a key probe the
+    # planner cannot see into) costs more than running them.
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL jit = off")  # as above
-        cursor.execute(
-            f"SELECT %s, id, normalized_name FROM {table} WHERE vendor_id = %s"
-            f" AND status <> 'draft' AND {shares}",
-            [name, vendor_id, *(sorted(keys) for keys in groups)])
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(sql, params)
         return cursor.fetchall()

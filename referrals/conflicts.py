@@ -39,6 +39,10 @@ class ConflictCheck:
         own = self._by(partner_id, True)
         return own[0] if own else None
 
+    def accepted(self) -> list[Referral]:
+        """The matching registrations that already protect the account."""
+        return [m.referral for m in self.matches if m.referral.status == Referral.ACCEPTED]
+
     def earliest_other(self, partner_id) -> Match | None:
         others = self._by(partner_id, False)
         return min(others, key=lambda m: (m.referral.submitted_at, m.referral.pk)) \

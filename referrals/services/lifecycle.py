@@ -229,7 +229,7 @@ def _accept(referral, actor) -> None:
             vendor_id=referral.vendor_id, domain=referral.domain,
             normalized_name=referral.normalized_name,
             threshold=referral.program.fuzzy_threshold, exclude_pk=referral.pk)
-        held = [m.referral for m in check.matches if m.referral.status == Referral.ACCEPTED]
+        held = check.accepted()
         if held:
             raise ServiceError(
                 "Another registration of this account is already accepted (protected until "
