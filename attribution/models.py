@@ -78,9 +78,12 @@ class Attribution(models.Model):
     HUMAN_DECIDED = (CONFIRMED, OVERTURNED)
 
     public_id = public_id_field()
-    network = models.ForeignKey("accounts.Network", on_delete=models.PROTECT, related_name="+")
+    # No single-column index on network, vendor or partner: the composite indexes in Meta
+    # lead with them (each index is paid on every insert of a backfill).
+    network = models.ForeignKey("accounts.Network", on_delete=models.PROTECT, related_name="+",
+                                db_index=False)
     vendor = models.ForeignKey(Organization, on_delete=models.CASCADE,
-                               related_name="attributions")
+                               related_name="attributions", db_index=False)
     provider = models.CharField(max_length=20)
     external_deal_id = models.CharField(max_length=100)
     snapshot = models.ForeignKey(DealSnapshot, on_delete=models.PROTECT, related_name="+",
@@ -88,7 +91,7 @@ class Attribution(models.Model):
     referral = models.ForeignKey(Referral, null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="attributions")
     partner = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="earned_attributions")
+                                related_name="earned_attributions", db_index=False)
     rule = models.CharField(max_length=20)
     match = models.CharField(max_length=10)
     confidence = models.PositiveSmallIntegerField(default=0)
@@ -120,10 +123,12 @@ class AttributionCandidate(models.Model):
     """A referral the engine considered for a deal: lets each partner find (and only see) its
     own side of an attribution."""
 
+    # attribution and partner lead the unique constraint and the index below.
     attribution = models.ForeignKey(Attribution, on_delete=models.CASCADE,
-                                    related_name="candidates")
+                                    related_name="candidates", db_index=False)
     referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="+")
-    partner = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    partner = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+",
+                                db_index=False)
     kept = models.BooleanField(default=False)
     match = models.CharField(max_length=10)
     reason = models.CharField(max_length=200)
@@ -142,7 +147,7 @@ class AttributionChange(models.Model):
     human decision, with before and after."""
 
     attribution = models.ForeignKey(Attribution, on_delete=models.CASCADE,
-                                    related_name="changes")
+                                    related_name="changes", db_index=False)  # see Meta
     at = models.DateTimeField(default=timezone.now)
     actor = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="+")

@@ -12,10 +12,15 @@ about eight statements per chunk of 500 deals where it was about eight per deal.
 """
 
 import hashlib
+import itertools
 import json
+import multiprocessing
+import multiprocessing.util
+import zlib
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Case, Exists, OuterRef, Q, When
 from django.utils import timezone
 
@@ -184,17 +189,32 @@ def attribute_deals(snapshots) -> list[Attribution | None]:
 _LOCKED_FIELDS = [f.name for f in Attribution._meta.concrete_fields if f.name != "decision"]
 
 
+# A vendor's deals are locked in this many groups (by a stable hash of the deal): concurrent
+# runs that share no group, such as the workers of a parallel backfill, never wait for each
+# other. Changing it lets runs of two versions lock differently: stop them first.
+LOCK_GROUPS = 16
+
+
+def lock_group(deal_key: tuple) -> int:
+    """The lock group of a deal (vendor, provider, external id); the same in every process,
+    unlike hash()."""
+    _, provider, external_id = deal_key
+    return zlib.crc32(f"{provider}\x1f{external_id}".encode()) % LOCK_GROUPS
+
+
 def _lock_existing(snapshots) -> dict:
     """The chunk's attributions, locked (in id order, so concurrent runs cannot deadlock).
 
-    Deals without one yet have no row to lock: a transaction-level lock per vendor makes
-    concurrent runs (backfills, tasks) take turns here, so the second sees the first's rows
-    instead of inserting the same deal again. Only this short write phase is serialized."""
+    Deals without one yet have no row to lock: a transaction-level lock per vendor and lock
+    group of the chunk's deals (taken in order) makes concurrent runs (backfills, tasks) on
+    the same deals take turns here, so the second sees the first's rows instead of inserting
+    the same deal again. Only this short write phase is serialized."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            for vendor_id in sorted({s.vendor_id for s in snapshots}):
+            for vendor_id, group in sorted({(s.vendor_id, lock_group(_deal_key(s)))
+                                            for s in snapshots}):
                 cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                               [f"attribution.runner:vendor:{vendor_id}"])
+                               [f"attribution.runner:vendor:{vendor_id}:{group}"])
     deals = defaultdict(set)
     for s in snapshots:
         deals[(s.vendor_id, s.provider)].add(s.external_deal_id)
@@ -337,35 +357,83 @@ _DECIDED_ON = ("vendor", "provider", "external_deal_id", "referral", "account_do
                "closed_at")
 
 
-def backfill(vendor_id: int, since, batch: int = 500, progress=None) -> int:
+def backfill(vendor_id: int, since, batch: int = 500, progress=None, workers: int = 1) -> int:
     """Re-run attribution for the vendor's deals won (closed) since `since`, judging each by
     its newest snapshot whatever it says now (a deal reopened since stays flagged), in batches
-    (one transaction each). Returns how many deals were processed."""
+    (one transaction each). Returns how many deals were processed.
+
+    With `workers` > 1 (PostgreSQL only; SQLite takes one writer at a time) the batches go to
+    that many processes, each batch drawn from one worker's share of the lock groups so that
+    the workers do not wait for each other's locks. Batches commit as they finish, so it must
+    not run inside a transaction."""
+    deals = _latest_per_deal(vendor_id, since)
+    if workers > 1 and connection.vendor == "postgresql":
+        results = _in_processes(_batches_per_worker(deals, batch, workers), workers)
+    else:
+        ids = [pk for pk, _ in deals]
+        results = map(_attribute_ids, (ids[i:i + batch] for i in range(0, len(ids), batch)))
+    done = 0
+    for count in results:
+        done += count
+        if progress:
+            progress(done, len(deals))
+    return done
+
+
+def _attribute_ids(ids) -> int:
+    attribute_deals(DealSnapshot.objects.filter(pk__in=ids)
+                    .select_related("referral__program").only(*_DECIDED_ON))
+    return len(ids)
+
+
+def _latest_per_deal(vendor_id: int, since) -> list[tuple[int, tuple]]:
+    """(snapshot id, deal key) of the newest snapshot of each of the vendor's deals that was
+    won with a close on or after `since`."""
     won_since = DealSnapshot.objects.filter(
         vendor_id=OuterRef("vendor_id"), provider=OuterRef("provider"),
         external_deal_id=OuterRef("external_deal_id"), outcome=DealSnapshot.WON,
         closed_at__gte=since)
-    of_deals = DealSnapshot.objects.filter(vendor_id=vendor_id).filter(Exists(won_since))
+    of_deals = (DealSnapshot.objects.filter(vendor_id=vendor_id).filter(Exists(won_since))
+                .order_by("provider", "external_deal_id", "-received_at", "-pk"))
+    rows = of_deals.values_list("pk", "provider", "external_deal_id")
     if connection.vendor == "postgresql":
-        ids = list(of_deals.order_by("provider", "external_deal_id", "-received_at", "-pk")
-                   .distinct("provider", "external_deal_id").values_list("pk", flat=True))
-    else:
-        ids = _latest_per_deal_portable(of_deals)
-    done = 0
-    for start in range(0, len(ids), batch):
-        attribute_deals(DealSnapshot.objects.filter(pk__in=ids[start:start + batch])
-                        .select_related("referral__program").only(*_DECIDED_ON))
-        done += len(ids[start:start + batch])
-        if progress:
-            progress(done, len(ids))
-    return done
+        rows = rows.distinct("provider", "external_deal_id")
+    latest, seen = [], set()
+    for pk, provider, external_id in rows:
+        if (provider, external_id) not in seen:  # the first row of each deal is its newest
+            seen.add((provider, external_id))
+            latest.append((pk, (vendor_id, provider, external_id)))
+    return latest
 
 
-def _latest_per_deal_portable(snapshots) -> list[int]:
-    seen, ids = set(), []
-    for pk, provider, deal in (snapshots.order_by("-received_at", "-pk")
-                               .values_list("pk", "provider", "external_deal_id")):
-        if (provider, deal) not in seen:
-            seen.add((provider, deal))
-            ids.append(pk)
-    return ids
+def _batches_per_worker(deals, batch: int, workers: int) -> list[list[int]]:
+    """The deals' snapshot ids in batches, worker by worker in turn, each worker's batches
+    holding only the deals of its lock groups: run in that order by `workers` processes,
+    concurrent batches seldom share a lock group."""
+    shares = [[] for _ in range(workers)]
+    for pk, key in deals:
+        shares[lock_group(key) % workers].append(pk)
+    per_worker = [[share[i:i + batch] for i in range(0, len(share), batch)] for share in shares]
+    return [ids for turn in itertools.zip_longest(*per_worker) for ids in turn if ids]
+
+
+def _in_processes(batches, workers: int):
+    """`_attribute_ids` of each batch in `workers` forked processes; yields the counts in the
+    batches' order."""
+    if connection.in_atomic_block:
+        raise RuntimeError("A parallel backfill commits batch by batch: run it outside a "
+                           "transaction.")
+    # A forked process must not use (nor close) its parent's database connection: each opens
+    # its own, and the parent reconnects when it next needs one.
+    connections.close_all()
+    executor = ProcessPoolExecutor(max_workers=workers, initializer=_worker_started,
+                                   mp_context=multiprocessing.get_context("fork"))
+    try:
+        yield from executor.map(_attribute_ids, batches)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_started():
+    # Say goodbye to the server when the worker exits, rather than dropping the socket.
+    multiprocessing.util.Finalize(None, connections.close_all, exitpriority=10)

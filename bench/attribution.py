@@ -52,6 +52,9 @@ def parse_args():
     parser.add_argument("--deals", type=int, default=100_000,
                         help="won deals of the demo vendors (default 100000)")
     parser.add_argument("--batch", type=int, default=500, help="backfill batch size")
+    parser.add_argument("--workers", default="1,2",
+                        help="comma-separated backfill process counts to time each run with "
+                             "(default 1,2); queries are counted in single-process runs only")
     parser.add_argument("--runs", default="first,unchanged",
                         help="timed runs per scenario, in order: first (fresh attributions), "
                              "unchanged (re-run); '' only prepares the database")
@@ -252,7 +255,7 @@ def _kind(sql: str) -> str:
     return f"{table.split('_', 1)[-1]} {verb.lower()}"
 
 
-def timed_backfill(label, vendors, since, batch):
+def timed_backfill(label, vendors, since, batch, workers=1):
     from django.db import connection
 
     from attribution.runner import backfill
@@ -270,9 +273,12 @@ def timed_backfill(label, vendors, since, batch):
                     log(f"  {label}: {vendor.slug} {done}/{of} deals, "
                         f"{time.perf_counter() - started:.0f}s")
 
-            total += backfill(vendor.pk, since, batch=batch, progress=progress)
+            total += backfill(vendor.pk, since, batch=batch, progress=progress,
+                              workers=workers)
     elapsed = time.perf_counter() - started
-    return dict(label=label, deals=total, seconds=elapsed, queries=counter.count,
+    # A parallel run's queries happen in its worker processes, out of the counter's sight.
+    return dict(label=label, deals=total, seconds=elapsed, workers=workers,
+                queries=counter.count if workers == 1 else None,
                 sql=counter.seconds, kinds=counter.kinds, kind_seconds=counter.kind_seconds,
                 examples=counter.examples)
 
@@ -365,20 +371,23 @@ def main():
     prepare(args.referrals, args.deals, args.names)
     vendors = list(Organization.objects.filter(slug__in=VENDORS).order_by("slug"))
     results, summaries = [], {}
+    worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
     for name, threshold, sample in scenarios(args):
         since = latest_deals_since(vendors, sample)
         previous = with_fuzzy_threshold(vendors, threshold)
         thresholds = sorted(set(Program.objects.filter(vendor__in=vendors)
                                 .values_list("fuzzy_threshold", flat=True)))
         try:
-            clear_attributions()
-            for run in filter(None, args.runs.split(",")):
-                label = f"{name}, {'first run' if run == 'first' else 'unchanged re-run'}"
-                log(f"{label} (fuzzy threshold {thresholds}, deals closed since "
-                    f"{since:%Y-%m-%d %H:%M})...")
-                results.append(timed_backfill(label, vendors, since, args.batch))
-                if run == "first":
-                    summaries[name] = outcome_summary()
+            for workers in worker_counts:
+                clear_attributions()
+                for run in filter(None, args.runs.split(",")):
+                    label = (f"{name}, {'first run' if run == 'first' else 'unchanged re-run'}"
+                             f", {workers} worker{'s' if workers > 1 else ''}")
+                    log(f"{label} (fuzzy threshold {thresholds}, deals closed since "
+                        f"{since:%Y-%m-%d %H:%M})...")
+                    results.append(timed_backfill(label, vendors, since, args.batch, workers))
+                    if run == "first":
+                        summaries[name] = outcome_summary()
         finally:
             restore_fuzzy_thresholds(previous)
 
@@ -396,10 +405,12 @@ def main():
     print(f"|{'-' * (width + 2)}|-------:|--------:|--------:|-------------:|------:|------:|")
     for r in results:
         deals = r["deals"] or 1
+        counted = (f"{r['queries'] / deals:>12.3f} | {r['sql']:>5.1f} "
+                   f"| {100 * r['sql'] / r['seconds']:>5.0f}" if r["queries"] is not None
+                   else f"{'-':>12} | {'-':>5} | {'-':>5}")
         print(f"| {r['label']:<{width}} | {r['deals']:>6} | {r['seconds']:>7.1f} "
-              f"| {r['deals'] / r['seconds']:>7.0f} | {r['queries'] / deals:>12.3f} "
-              f"| {r['sql']:>5.1f} | {100 * r['sql'] / r['seconds']:>5.0f} |")
-    for r in results:
+              f"| {r['deals'] / r['seconds']:>7.0f} | {counted} |")
+    for r in (r for r in results if r["queries"] is not None):
         deals = r["deals"] or 1
         print(f"\n{r['label']}, per 1,000 deals: queries (ms in them) by kind:\n  " +
               "\n  ".join(f"{kind}: {1000 * n / deals:.1f} "

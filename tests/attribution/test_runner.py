@@ -3,12 +3,14 @@ deals moved through the built-in pipeline (or changed as a CRM would report them
 recorded and attributed on commit; re-runs, people's decisions, reopened deals, the backfill
 command, the Celery task, and who sees which attribution."""
 
+import threading
+from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -23,7 +25,7 @@ from attribution.models import (
     DealSnapshot,
 )
 from attribution.name_keys import COMMON_WORD_REFERRALS, common_words, refresh_common_words
-from attribution.runner import FUZZY_CANDIDATES, attribute_deal
+from attribution.runner import FUZZY_CANDIDATES, attribute_deal, backfill, lock_group
 from attribution.tasks import attribute_snapshot, recount_common_words
 from integrations import connections
 from integrations.builtin.services import move_stage
@@ -648,13 +650,15 @@ def test_an_unlinked_deal_follows_the_vendors_open_program(world, programs, pipe
 # --- The backfill command ------------------------------------------------------------------
 
 def _won_without_attribution(world, programs, count):
-    """Deals won before attribution existed: snapshots recorded, nothing run on commit."""
+    """Deals won before attribution existed: snapshots recorded, nothing run on commit (a
+    transactional test runs what commits schedule: its attributions are deleted)."""
     referrals = []
     for n in range(count):
         referral = accept(world, register(world, programs, company=f"Customer {n} Inc",
                                           website=f"https://customer{n}.example"))
         move_stage(world.member("vendor", "admin"), referral, "won")
         referrals.append(referral)
+    Attribution.objects.all().delete()
     return referrals
 
 
@@ -685,6 +689,90 @@ def test_reattribute_processes_deals_in_batches_and_is_safe_to_repeat(world, pro
     assert again.getvalue().splitlines() == ["3/5 deals", "5/5 deals",
                                              "Re-attributed 5 deals of Acme Cloud."]
     assert {a.pk: state(a) for a in attributions} == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_parallel_backfill_attributes_every_deal_once(world, programs, pipeline):
+    """Two processes, each its share of the lock groups: the same result as one process,
+    committed batch by batch, and a single-process re-run finds nothing to change."""
+    referrals = _won_without_attribution(world, programs, 7)
+    out = StringIO()
+    call_command("reattribute", vendor=world.vendor.slug, since=date(2000, 1, 1), batch=2,
+                 workers=2, stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[-2:] == ["7/7 deals", "Re-attributed 7 deals of Acme Cloud."]
+    counts = [int(line.split("/")[0]) for line in lines[:-1]]
+    assert counts == sorted(counts) and len(counts) >= 4  # batches of 2, at least 4 of them
+    attributions = Attribution.objects.filter(vendor=world.vendor)
+    assert sorted(attributions.values_list("referral_id", flat=True)) == sorted(
+        r.pk for r in referrals)
+    assert AttributionChange.objects.filter(reason="attributed").count() == 7
+    before = {a.pk: state(a) for a in attributions}
+    call_command("reattribute", vendor=world.vendor.slug, since=date(2000, 1, 1),
+                 stdout=StringIO())
+    assert {a.pk: state(a) for a in attributions} == before
+
+
+def test_a_parallel_backfill_refuses_to_run_inside_a_transaction(world, programs, pipeline):
+    _won_without_attribution(world, programs, 2)
+    with pytest.raises(RuntimeError, match="outside a transaction"):
+        backfill(world.vendor.pk, datetime(2000, 1, 1, tzinfo=UTC), workers=2)
+    with pytest.raises(CommandError, match="at least 1"):
+        call_command("reattribute", vendor=world.vendor.slug, since="2000-01-01", workers=0)
+    assert not Attribution.objects.exists()
+
+
+def _snapshots_by_lock_group(world, programs, count):
+    snapshots = [DealSnapshot.objects.filter(referral=r).latest("received_at")
+                 for r in _won_without_attribution(world, programs, count)]
+    groups = defaultdict(list)
+    for s in snapshots:
+        groups[lock_group((s.vendor_id, s.provider, s.external_deal_id))].append(s)
+    return groups
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_on_deals_of_other_lock_groups_do_not_wait_for_each_other(world, programs,
+                                                                       pipeline):
+    """A run holding a deal's lock group holds up another run on that deal (which then sees
+    the first one's attribution), and no run on a deal of another group."""
+    groups = _snapshots_by_lock_group(world, programs, 3)
+    assert len(groups) >= 2, "three deals happened to share one lock group; pick others"
+    (held, *_), (other, *_) = list(groups.values())[:2]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        try:
+            with transaction.atomic():
+                attribute_deal(held)
+                holding.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    def same_deal(results):
+        try:
+            results.append(attribute_deal(held))
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(timeout=30)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = '5s'")  # a wait fails the test
+        assert attribute_deal(other).referral_id == other.referral_id  # another group
+    results = []
+    waiter = threading.Thread(target=same_deal, args=(results,))
+    waiter.start()
+    waiter.join(timeout=1)
+    assert waiter.is_alive(), "the second run on the deal did not wait for the first"
+    release.set()
+    holder.join(timeout=30)
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and len(results) == 1
+    assert Attribution.objects.filter(external_deal_id=held.external_deal_id).count() == 1
+    assert history(results[0]) == ["attributed"]  # it found the first run's, unchanged
 
 
 def test_reattribute_covers_only_the_named_vendor(world, programs, pipeline):

@@ -21,8 +21,13 @@ class Command(BaseCommand):
         parser.add_argument("--since", required=True, type=date.fromisoformat,
                             help="YYYY-MM-DD: deals closed on or after this day (UTC).")
         parser.add_argument("--batch", type=int, default=500)
+        parser.add_argument("--workers", type=int, default=1,
+                            help="Processes to run the batches in (PostgreSQL; default 1). "
+                                 "More than the machine's cores buys nothing.")
 
-    def handle(self, *args, vendor, since, batch, **options):
+    def handle(self, *args, vendor, since, batch, workers=1, **options):
+        if workers < 1:
+            raise CommandError("--workers must be at least 1.")
         if isinstance(since, str):  # call_command(since="2026-01-01") skips the parser
             since = date.fromisoformat(since)
         org = (Organization.objects.filter(kind="vendor", slug=vendor).first()
@@ -38,7 +43,7 @@ class Command(BaseCommand):
         # The fuzzy-name lookup leaves out the vendor's common words: count them as they are
         # now (the nightly count may be a day old, or not have run on a new vendor yet).
         refresh_common_words([org.pk])
-        total = backfill(org.pk, start, batch=batch, progress=progress)
+        total = backfill(org.pk, start, batch=batch, progress=progress, workers=workers)
         # Commissions follow what the backfill changed, in chunks of tasks.
         changed = list(Attribution.objects.filter(vendor=org, updated_at__gte=began)
                        .values_list("pk", flat=True))
