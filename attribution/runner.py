@@ -27,6 +27,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from attribution import engine, name_keys
 from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
+from partnerhub.copyinsert import copy_insert
 from referrals.models import Program, Referral
 from referrals.normalize import normalize_company_name
 
@@ -307,11 +308,10 @@ def _decide(snapshot, deal, settings, referrals, existing, networks, writes) -> 
 
 
 class _Writes:
-    """What a chunk changes, written with one statement per kind (a few for large chunks)."""
+    """What a chunk changes, written with one statement per kind (COPY for new rows)."""
 
     DECIDED = ["snapshot", "referral", "partner", "rule", "match", "confidence", "status",
                "decision", "inputs_digest", "updated_at"]
-    BATCH = 1000
 
     def __init__(self):
         self.created, self.updated, self.touched = [], [], []
@@ -321,7 +321,7 @@ class _Writes:
         now = timezone.now()
         for attribution in self.updated + self.touched:
             attribution.updated_at = now  # bulk_update does not apply auto_now
-        Attribution.objects.bulk_create(self.created, batch_size=self.BATCH)
+        copy_insert(self.created)
         if self.updated:
             Attribution.objects.bulk_update(self.updated, self.DECIDED, batch_size=100)
             AttributionCandidate.objects.filter(
@@ -329,8 +329,8 @@ class _Writes:
         if self.touched:
             Attribution.objects.bulk_update(
                 self.touched, ["snapshot", "inputs_digest", "updated_at"], batch_size=100)
-        AttributionCandidate.objects.bulk_create(self.candidates, batch_size=self.BATCH)
-        AttributionChange.objects.bulk_create(self.changes, batch_size=self.BATCH)
+        copy_insert(self.candidates)
+        copy_insert(self.changes)
 
 
 def _deal_no_longer_won(existing, snapshot):

@@ -37,7 +37,7 @@ from referrals.normalize import normalize_domain
 from tests.accounts.factories import MembershipFactory
 from tests.referrals.factories import ReferralFactory
 
-WRITES = ("INSERT", "UPDATE", "DELETE")
+WRITES = ("INSERT", "UPDATE", "DELETE", "COPY")
 
 
 # --- Helpers -------------------------------------------------------------------------------
