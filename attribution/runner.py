@@ -27,7 +27,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from attribution import engine, name_keys
 from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
-from partnerhub.copyinsert import copy_insert
+from partnerhub.copyinsert import copy_insert, copy_rows
 from referrals.models import Program, Referral
 from referrals.normalize import normalize_company_name
 
@@ -164,9 +164,13 @@ def attribute_deal(snapshot: DealSnapshot) -> Attribution | None:
     return attribute_deals([snapshot])[0]
 
 
-def attribute_deals(snapshots) -> list[Attribution | None]:
+def attribute_deals(snapshots, *, durable: bool = True) -> list[Attribution | None]:
     """`attribute_deal` for each snapshot, in one transaction with bulk statements. Returns
-    the attributions in the snapshots' order."""
+    the attributions in the snapshots' order.
+
+    `durable=False` (a backfill's batches) commits without waiting for the disk: a crash may
+    lose the last moments' batches, never half of one, and re-running the backfill redoes
+    them."""
     snapshots = list(snapshots)
     if len({_deal_key(s) for s in snapshots}) < len(snapshots):
         # Two versions of one deal: the second must see what the first wrote.
@@ -181,7 +185,11 @@ def attribute_deals(snapshots) -> list[Attribution | None]:
     candidates = _candidates([(s, deal, settings.fuzzy_threshold)
                               for _, s, deal, settings in won])
     networks = _network_ids([s for _, s, _, _ in won])
+    own_transaction = not connection.in_atomic_block
     with transaction.atomic():
+        if not durable and own_transaction and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
         return _attribute_chunk(snapshots, won, candidates, networks)
 
 
@@ -272,9 +280,8 @@ def _decide(snapshot, deal, settings, referrals, existing, networks, writes) -> 
     if existing is not None and existing.status in Attribution.HUMAN_DECIDED:
         existing.snapshot, existing.inputs_digest = snapshot, digest
         writes.touched.append(existing)
-        writes.changes.append(AttributionChange(
-            attribution=existing, reason="deal changed; a person's decision stands",
-            before=before, after={"engine_would_pick": decision.referral_id}))
+        writes.change(existing, "deal changed; a person's decision stands", before,
+                      {"engine_would_pick": decision.referral_id})
         return existing
     if existing is None:
         reason = "attributed"
@@ -295,32 +302,37 @@ def _decide(snapshot, deal, settings, referrals, existing, networks, writes) -> 
     attribution.decision = decision.as_dict()
     attribution.inputs_digest = digest
     (writes.updated if existing else writes.created).append(attribution)
-    writes.candidates += [
-        AttributionCandidate(attribution=attribution, referral=referrals[v.referral_id],
-                             partner_id=referrals[v.referral_id].partner_id, kept=v.kept,
-                             match=v.match, reason=v.reason[:200])
-        for v in decision.verdicts]
+    for v in decision.verdicts:
+        referral = referrals[v.referral_id]
+        writes.candidates.append((attribution, referral.pk, referral.partner_id, v.kept,
+                                  v.match, v.reason[:200]))
     after = _summary(attribution)
     # Past the digest check, an existing attribution's inputs did change: always say so.
-    writes.changes.append(AttributionChange(attribution=attribution, before=before,
-                                            after=after, reason=reason))
+    writes.change(attribution, reason, before, after)
     return attribution
 
 
 class _Writes:
-    """What a chunk changes, written with one statement per kind (COPY for new rows)."""
+    """What a chunk changes, written with one statement per kind (COPY for new rows).
+    Candidates and history are kept as rows, not model instances: nothing reads them back,
+    and building thousands of instances per chunk showed in the profile."""
 
     DECIDED = ["snapshot", "referral", "partner", "rule", "match", "confidence", "status",
                "decision", "inputs_digest", "updated_at"]
+    CANDIDATE = ("attribution_id", "referral_id", "partner_id", "kept", "match", "reason")
+    CHANGE = ("attribution_id", "at", "actor_id", "reason", "before", "after")
 
     def __init__(self):
         self.created, self.updated, self.touched = [], [], []
-        self.candidates, self.changes = [], []
+        self.candidates, self.changes = [], []  # rows whose attribution comes first
+        self.now = timezone.now()
+
+    def change(self, attribution, reason, before, after):
+        self.changes.append((attribution, self.now, None, reason, before, after))
 
     def save(self):
-        now = timezone.now()
         for attribution in self.updated + self.touched:
-            attribution.updated_at = now  # bulk_update does not apply auto_now
+            attribution.updated_at = self.now  # bulk_update does not apply auto_now
         copy_insert(self.created)
         if self.updated:
             Attribution.objects.bulk_update(self.updated, self.DECIDED, batch_size=100)
@@ -329,8 +341,9 @@ class _Writes:
         if self.touched:
             Attribution.objects.bulk_update(
                 self.touched, ["snapshot", "inputs_digest", "updated_at"], batch_size=100)
-        copy_insert(self.candidates)
-        copy_insert(self.changes)
+        copy_rows(AttributionCandidate, self.CANDIDATE,
+                  ((a.pk, *rest) for a, *rest in self.candidates))
+        copy_rows(AttributionChange, self.CHANGE, ((a.pk, *rest) for a, *rest in self.changes))
 
 
 def _deal_no_longer_won(existing, snapshot):
@@ -382,7 +395,7 @@ def backfill(vendor_id: int, since, batch: int = 500, progress=None, workers: in
 
 def _attribute_ids(ids) -> int:
     attribute_deals(DealSnapshot.objects.filter(pk__in=ids)
-                    .select_related("referral__program").only(*_DECIDED_ON))
+                    .select_related("referral__program").only(*_DECIDED_ON), durable=False)
     return len(ids)
 
 

@@ -2,11 +2,12 @@
 keys, defaults and foreign keys a save would give, and seen by whatever watches queries."""
 
 import pytest
+from django.utils import timezone
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
-from partnerhub.copyinsert import copy_insert
+from partnerhub.copyinsert import copy_insert, copy_rows
 from tests.referrals.factories import ReferralFactory
 
 
@@ -110,3 +111,26 @@ def test_a_failed_copy_leaves_nothing_behind(world, programs, deal):
         with transaction.atomic():
             copy_insert(attributions)
     assert not Attribution.objects.exists()
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
+def test_rows_given_as_values_are_stored_as_given(world, programs, deal, monkeypatch, vendor):
+    attributions, candidates, _ = new_rows(world, programs, deal)
+    copy_insert(attributions)
+    at = timezone.now()
+    monkeypatch.setattr(connection, "vendor", vendor)
+    fields = ("attribution_id", "at", "actor_id", "reason", "before", "after")
+    assert copy_rows(AttributionChange, fields, [
+        (attributions[0].pk, at, None, "attributed", None, {"status": "auto_confirmed"}),
+        (attributions[1].pk, at, world.member("vendor", "admin").user.pk, "confirmed",
+         {"status": "needs_review"}, {"status": "confirmed", "note": "ok"}),
+    ]) == 2
+    assert copy_rows(AttributionChange, fields, []) == 0
+    monkeypatch.undo()
+    assert list(AttributionChange.objects.order_by("pk").values_list(
+        "attribution__external_deal_id", "at", "actor__email", "reason", "before", "after")) == [
+        ("D-1", at, None, "attributed", None, {"status": "auto_confirmed"}),
+        ("D-2", at, world.member("vendor", "admin").user.email, "confirmed",
+         {"status": "needs_review"}, {"status": "confirmed", "note": "ok"})]
+    with pytest.raises(ValueError):  # a row that does not fit the fields
+        copy_rows(AttributionChange, fields, [(attributions[0].pk, at)])
