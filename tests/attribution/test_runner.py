@@ -25,7 +25,13 @@ from attribution.models import (
     DealSnapshot,
 )
 from attribution.name_keys import COMMON_WORD_REFERRALS, common_words, refresh_common_words
-from attribution.runner import FUZZY_CANDIDATES, attribute_deal, backfill, lock_group
+from attribution.runner import (
+    FUZZY_CANDIDATES,
+    attribute_deal,
+    attribute_deals,
+    backfill,
+    lock_group,
+)
 from attribution.tasks import attribute_snapshot, recount_common_words
 from integrations import connections
 from integrations.builtin.services import move_stage
@@ -708,9 +714,43 @@ def test_a_parallel_backfill_attributes_every_deal_once(world, programs, pipelin
         r.pk for r in referrals)
     assert AttributionChange.objects.filter(reason="attributed").count() == 7
     before = {a.pk: state(a) for a in attributions}
-    call_command("reattribute", vendor=world.vendor.slug, since=date(2000, 1, 1),
-                 stdout=StringIO())
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        call_command("reattribute", vendor=world.vendor.slug, since=date(2000, 1, 1), batch=3,
+                     stdout=StringIO())
     assert {a.pk: state(a) for a in attributions} == before
+    # Each batch its own transaction, committed without waiting for the disk.
+    assert statements.count("SET LOCAL synchronous_commit = off") == 3
+
+
+def test_backfill_batches_commit_without_waiting_for_the_disk_but_no_caller_s_transaction(
+        world, programs, pipeline):
+    """A backfill batch is its own transaction and may skip the wait for the disk (a crash
+    loses whole batches, which a re-run redoes); a caller's transaction keeps its
+    durability whatever the runner is asked."""
+    referrals = _won_without_attribution(world, programs, 3)
+    snapshot = DealSnapshot.objects.filter(referral=referrals[0]).get()
+    with transaction.atomic(), connection.cursor() as cursor:
+        attribute_deals([snapshot], durable=False)
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)
+    Attribution.objects.all().delete()
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        backfill(world.vendor.pk, datetime(2000, 1, 1, tzinfo=UTC), batch=2)
+    # The test's own transaction wraps the backfill here: its batches leave it alone too.
+    assert not [sql for sql in statements if "synchronous_commit" in sql]
+    assert Attribution.objects.count() == 3
 
 
 def test_a_parallel_backfill_refuses_to_run_inside_a_transaction(world, programs, pipeline):
