@@ -7,8 +7,9 @@ attribution's history.
 
 Deals go through in chunks (`attribute_deals`; `attribute_deal` is a chunk of one): the
 candidates of every deal gathered with one query per kind of match and vendor, then one
-transaction that locks the chunk's existing attributions in one statement and writes in bulk:
-about eight statements per chunk of 500 deals where it was about eight per deal.
+transaction that locks the chunk's deals and existing attributions and writes in bulk (COPY
+for new rows): a few dozen statements per chunk of 500 deals. `backfill` runs a vendor's deals
+chunk by chunk, in one process or several.
 """
 
 import hashlib
