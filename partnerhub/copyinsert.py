@@ -39,10 +39,7 @@ def copy_insert(objs, using: str = "default") -> list:
             obj._prepare_related_fields_for_save(operation_name="copy_insert")
         rows = [[field.get_db_prep_save(field.pre_save(obj, True), connection)
                  for field in fields] for obj in objs]
-        quote = connection.ops.quote_name
-        sql = (f"COPY {quote(meta.db_table)} "
-               f"({', '.join(quote(field.column) for field in fields)}) FROM STDIN")
-        _execute_copy(connection, cursor, sql, rows)
+        _execute_copy(connection, cursor, model, fields, rows)
     for obj in objs:
         obj._state.adding, obj._state.db = False, using
     return objs
@@ -66,17 +63,18 @@ def copy_rows(model, fields, rows, using: str = "default") -> int:
         return len(rows)
     prepared = [[field.get_db_prep_save(value, connection)
                  for field, value in zip(fields, row, strict=True)] for row in rows]
-    quote = connection.ops.quote_name
-    sql = (f"COPY {quote(meta.db_table)} "
-           f"({', '.join(quote(field.column) for field in fields)}) FROM STDIN")
     with connection.cursor() as cursor:
-        _execute_copy(connection, cursor, sql, prepared)
+        _execute_copy(connection, cursor, model, fields, prepared)
     return len(rows)
 
 
-def _execute_copy(connection, cursor, sql: str, rows) -> None:
-    """COPY through the connection's execute wrappers and query log, like any statement, so
-    that whatever counts or logs queries (tests, benchmarks, debug tooling) sees it."""
+def _execute_copy(connection, cursor, model, fields, rows) -> None:
+    """COPY the rows (values of `fields`, prepared for the database) into the model's table,
+    through the connection's execute wrappers and query log like any statement, so that
+    whatever counts or logs queries (tests, benchmarks, debug tooling) sees it."""
+    quote = connection.ops.quote_name
+    sql = (f"COPY {quote(model._meta.db_table)} "
+           f"({', '.join(quote(field.column) for field in fields)}) FROM STDIN")
 
     def copy(sql, params, many, context):
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as stream:
