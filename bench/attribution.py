@@ -238,8 +238,11 @@ def _kind(sql: str) -> str:
         return "transaction"
     lowered = sql.lower()
     if "pg_advisory_xact_lock" in lowered:
-        return "vendor lock"
-    after = {"SELECT": " from ", "DELETE": " from ", "INSERT": " into ", "UPDATE": "update "}
+        return "lock groups"
+    if "nextval(" in lowered:
+        return "keys for new rows"
+    after = {"SELECT": " from ", "DELETE": " from ", "INSERT": " into ", "UPDATE": "update ",
+             "COPY": "copy "}
     table = (lowered.split(after[verb], 1)[1].split(None, 1)[0].strip('"')
              if verb in after and after[verb] in lowered else "")
     if "partnerhub_name_keys" in lowered:
@@ -277,7 +280,7 @@ def timed_backfill(label, vendors, since, batch, workers=1):
                               workers=workers)
     elapsed = time.perf_counter() - started
     # A parallel run's queries happen in its worker processes, out of the counter's sight.
-    return dict(label=label, deals=total, seconds=elapsed, workers=workers,
+    return dict(label=label, deals=total, seconds=elapsed,
                 queries=counter.count if workers == 1 else None,
                 sql=counter.seconds, kinds=counter.kinds, kind_seconds=counter.kind_seconds,
                 examples=counter.examples)
