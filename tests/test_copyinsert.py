@@ -2,9 +2,9 @@
 keys, defaults and foreign keys a save would give, and seen by whatever watches queries."""
 
 import pytest
-from django.utils import timezone
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from attribution.models import Attribution, AttributionCandidate, AttributionChange, DealSnapshot
 from partnerhub.copyinsert import copy_insert, copy_rows

@@ -5,6 +5,7 @@ command, the Celery task, and who sees which attribution."""
 
 import threading
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from io import StringIO
 
@@ -120,6 +121,19 @@ def shared_account(world, programs, pipeline, run_on_commit, rule="first_accepte
     first.refresh_from_db()
     second.refresh_from_db()
     return first, second
+
+
+@contextmanager
+def recorded_statements():
+    """The SQL this connection runs inside the block (COPY included), as a list."""
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        yield statements
 
 
 def history(attribution) -> list[str]:
@@ -714,13 +728,7 @@ def test_a_parallel_backfill_attributes_every_deal_once(world, programs, pipelin
         r.pk for r in referrals)
     assert AttributionChange.objects.filter(reason="attributed").count() == 7
     before = {a.pk: state(a) for a in attributions}
-    statements = []
-
-    def record(execute, sql, params, many, context):
-        statements.append(sql)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(record):
+    with recorded_statements() as statements:
         call_command("reattribute", vendor=world.vendor.slug, since=date(2000, 1, 1), batch=3,
                      stdout=StringIO())
     assert {a.pk: state(a) for a in attributions} == before
@@ -740,13 +748,7 @@ def test_backfill_batches_commit_without_waiting_for_the_disk_but_no_caller_s_tr
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone() == ("on",)
     Attribution.objects.all().delete()
-    statements = []
-
-    def record(execute, sql, params, many, context):
-        statements.append(sql)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(record):
+    with recorded_statements() as statements:
         backfill(world.vendor.pk, datetime(2000, 1, 1, tzinfo=UTC), batch=2)
     # The test's own transaction wraps the backfill here: its batches leave it alone too.
     assert not [sql for sql in statements if "synchronous_commit" in sql]
