@@ -18,7 +18,6 @@ tasks:
    entry per payout.
 """
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 import stripe
@@ -29,13 +28,11 @@ from django.utils import timezone
 
 from accounts import audit, roles
 from accounts.errors import ServiceError
-from accounts.models import Organization
 from accounts.notifications import notify
 from accounts.services.guards import require
 from partnerhub.money import format_money
 from payouts import ledger, stripe_api
 from payouts.models import (
-    Balance,
     Commission,
     LedgerEntry,
     Payout,
@@ -374,91 +371,3 @@ def sweep_stuck(now=None) -> list[int]:
             "pk", flat=True):
         finish_batch(batch_id)
     return ids
-
-
-# --- Recovery from a partner that left ----------------------------------------------------
-
-@dataclass
-class Recovery:
-    debt_minor: int
-    recovered_minor: int
-    reversals: list  # (payout, amount_minor, reversal id)
-
-
-def partner_debt(partner: Organization, currency: str) -> int:
-    """What the partner owes in `currency`: clawbacks not yet netted off (ledger.with_owed)."""
-    owed = (ledger.with_owed(Balance.objects.filter(partner=partner, currency=currency))
-            .values_list("owed", flat=True).first())
-    return max(0, owed or 0)
-
-
-def recover_by_reversal(actor, partner: Organization, currency: str) -> Recovery:
-    """Take back what a departed (suspended or rejected) partner owes by reversing its newest
-    paid transfers. Only then: an active partner's debt is netted off its next payouts."""
-    require(actor, roles.PAYOUT_MANAGE)
-    currency = (currency or "").upper()
-    if (actor.organization.kind != roles.OPERATOR or partner.kind != roles.PARTNER
-            or partner.network_id != actor.organization.network_id):
-        raise ServiceError("Partner not found.")
-    if partner.status not in (Organization.SUSPENDED, Organization.REJECTED):
-        raise ServiceError("The partner is still active: what it owes is netted off its next "
-                           "payouts. Reversals are for partners that left the network.")
-    debt = partner_debt(partner, currency)
-    if debt <= 0:
-        raise ServiceError(f"{partner.name} owes nothing in {currency}.")
-    client = stripe_api.client()
-    recovery = Recovery(debt, 0, [])
-    candidates = (Payout.objects.filter(partner=partner, currency=currency, status=Payout.PAID,
-                                        reversed_minor__lt=F("amount_minor"))
-                  .exclude(stripe_transfer_id="").order_by("-paid_at", "-pk"))
-    for payout in candidates:
-        want = min(debt - recovery.recovered_minor, payout.amount_minor - payout.reversed_minor)
-        if want <= 0:
-            break
-        reversed_before = payout.reversed_minor
-        try:
-            reversal = client.v1.transfers.reversals.create(
-                payout.stripe_transfer_id,
-                {"amount": want, "metadata": {"payout_id": str(payout.public_id),
-                                              "reason": "recovery"}},
-                {"idempotency_key": f"recover-{payout.public_id}-{reversed_before}-{want}"},
-            ).to_dict()
-        except stripe.StripeError as error:
-            failure = stripe_api.classify(error)
-            audit.record("payout.reversal_failed", payout, actor=actor,
-                         after={"amount_minor": want, "code": failure.code,
-                                "message": failure.message})
-            if recovery.reversals:
-                break  # keep what was recovered; the rest is reported as still owed
-            raise ServiceError(f"Stripe refused the reversal: {failure.message}") from error
-        recorded = record_reversal(payout.pk, reversed_before + want, actor=actor,
-                                   reversal_id=reversal["id"])
-        recovery.recovered_minor += want
-        recovery.reversals.append((recorded, want, reversal["id"]))
-    return recovery
-
-
-def record_reversal(payout_id: int, total_reversed: int, *, actor=None,
-                    reversal_id: str = "") -> Payout:
-    """Stripe says `total_reversed` of this payout's transfer has been reversed: post a
-    `recovered` entry for the part not recorded yet (our own reversal and its
-    `transfer.reversed` webhook may arrive in any order) and mark it reversed when all is."""
-    with transaction.atomic():
-        payout = Payout.objects.select_for_update().get(pk=payout_id)
-        new = min(total_reversed, payout.amount_minor) - payout.reversed_minor
-        if new <= 0:
-            return payout
-        payout.reversed_minor += new
-        if payout.reversed_minor >= payout.amount_minor:
-            payout.status = Payout.REVERSED
-        payout.save(update_fields=["reversed_minor", "status"])
-        ledger.post([LedgerEntry(
-            network_id=payout.network_id, partner_id=payout.partner_id,
-            currency=payout.currency, amount_minor=new, kind=LedgerEntry.RECOVERED,
-            payout=payout, actor=getattr(actor, "user", None),
-            memo=f"Recovered by reversing transfer {payout.stripe_transfer_id}"
-                 + (f" ({reversal_id})" if reversal_id else ""))])
-        audit.record("payout.reversed", payout, actor=actor, network_id=payout.network_id,
-                     after={"amount_minor": new, "reversed_minor": payout.reversed_minor,
-                            "reversal": reversal_id})
-    return payout

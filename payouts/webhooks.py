@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts import audit, roles
 from accounts.notifications import notify
-from payouts import connect, stripe_api, transfers
+from payouts import connect, recovery, stripe_api, transfers
 from payouts.models import Payout, PayoutAccount, StripeEvent
 from referrals.services.events import members_with
 
@@ -172,7 +172,7 @@ def transfer_reversed(event: dict) -> None:
     payout = _payout_for(transfer)
     if payout is None or payout.status not in (Payout.PAID, Payout.REVERSED):
         return
-    transfers.record_reversal(payout.pk, int(transfer.get("amount_reversed") or 0))
+    recovery.record_reversal(payout.pk, int(transfer.get("amount_reversed") or 0))
 
 
 @handles("payout.paid", "payout.failed", "payout.canceled", "payout.updated")

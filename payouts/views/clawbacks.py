@@ -14,7 +14,7 @@ from accounts.models import Organization
 from accounts.permissions import can, get_object_for
 from partnerhub.money import format_money
 from partnerhub.pagination import paginate
-from payouts import transfers
+from payouts import recovery
 from payouts.ledger import with_owed
 from payouts.models import Balance
 
@@ -44,7 +44,7 @@ def recover(request, public_id, currency):
     partner = get_object_for(membership, Organization.objects.filter(kind=roles.PARTNER),
                              public_id)
     try:
-        result = transfers.recover_by_reversal(membership, partner, currency)
+        result = recovery.recover_by_reversal(membership, partner, currency)
     except ServiceError as exc:
         messages.error(request, exc.message)
     else:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.errors import PermissionDenied, ServiceError
 from accounts.models import AuditEvent, Notification, Organization
-from payouts import tasks, transfers
+from payouts import recovery, tasks, transfers
 from payouts.models import (
     Balance,
     Commission,
@@ -418,9 +418,9 @@ def test_a_departed_partners_debt_is_recovered_by_reversing_its_transfer(
         world, departed_owing, fake_stripe):
     payout = departed_owing
     assert Balance.objects.get(partner=world.partner, currency="USD").amount_minor == -100_000
-    recovery = transfers.recover_by_reversal(world.member("operator", "finance"),
-                                             world.partner, "usd")
-    assert (recovery.debt_minor, recovery.recovered_minor) == (100_000, 100_000)
+    result = recovery.recover_by_reversal(world.member("operator", "finance"),
+                                           world.partner, "usd")
+    assert (result.debt_minor, result.recovered_minor) == (100_000, 100_000)
     payout.refresh_from_db()
     assert (payout.status, payout.reversed_minor) == (Payout.REVERSED, 100_000)
     assert fake_stripe.transfers[payout.stripe_transfer_id]["amount_reversed"] == 100_000
@@ -430,7 +430,7 @@ def test_a_departed_partners_debt_is_recovered_by_reversing_its_transfer(
     reversal_post = [r for r in fake_stripe.requests if r["path"].endswith("/reversals")][0]
     assert reversal_post["headers"]["Idempotency-Key"] == f"recover-{payout.public_id}-0-100000"
     with pytest.raises(ServiceError, match="owes nothing"):
-        transfers.recover_by_reversal(world.member("operator", "finance"), world.partner, "USD")
+        recovery.recover_by_reversal(world.member("operator", "finance"), world.partner, "USD")
 
 
 def test_only_what_is_owed_is_reversed_newest_transfer_first(world, programs, departed_owing,
@@ -443,10 +443,10 @@ def test_only_what_is_owed_is_reversed_newest_transfer_first(world, programs, de
     assert later.status == Payout.PAID
     Organization.objects.filter(pk=world.partner.pk).update(status=Organization.REJECTED)
     world.partner.refresh_from_db()
-    recovery = transfers.recover_by_reversal(world.member("operator", "admin"), world.partner,
-                                             "USD")
-    assert recovery.recovered_minor == 100_000
-    assert [(p.pk, amount) for p, amount, _ in recovery.reversals] == [
+    result = recovery.recover_by_reversal(world.member("operator", "admin"), world.partner,
+                                           "USD")
+    assert result.recovered_minor == 100_000
+    assert [(p.pk, amount) for p, amount, _ in result.reversals] == [
         (later.pk, 30_000), (departed_owing.pk, 70_000)]
     later.refresh_from_db()
     assert (later.status, later.reversed_minor) == (Payout.REVERSED, 30_000)
@@ -458,7 +458,7 @@ def test_an_active_partner_is_not_reversed(world, departed_owing, fake_stripe):
     Organization.objects.filter(pk=world.partner.pk).update(status=Organization.ACTIVE)
     world.partner.refresh_from_db()
     with pytest.raises(ServiceError, match="still active"):
-        transfers.recover_by_reversal(world.member("operator", "finance"), world.partner, "USD")
+        recovery.recover_by_reversal(world.member("operator", "finance"), world.partner, "USD")
     with pytest.raises(PermissionDenied):
-        transfers.recover_by_reversal(world.member("partner", "owner"), world.partner, "USD")
+        recovery.recover_by_reversal(world.member("partner", "owner"), world.partner, "USD")
     assert not [r for r in fake_stripe.requests if r["path"].endswith("/reversals")]

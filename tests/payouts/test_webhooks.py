@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Notification
-from payouts import tasks, transfers, webhooks
+from payouts import recovery, tasks, webhooks
 from payouts.models import LedgerEntry, Payout, PayoutAccount, StripeEvent
 from tests.fakes.stripe import CONNECT_WEBHOOK_SECRET, WEBHOOK_SECRET, FakeStripe, SimulatedCrash
 from tests.payouts.test_transfers import (
@@ -241,7 +241,7 @@ def test_a_reversal_made_in_stripes_dashboard_is_recorded_once(client, world, pa
 
 def test_our_own_reversal_is_not_counted_twice_when_its_webhook_arrives(
         client, world, departed_owing, fake_stripe):
-    transfers.recover_by_reversal(world.member("operator", "finance"), world.partner, "USD")
+    recovery.recover_by_reversal(world.member("operator", "finance"), world.partner, "USD")
     (event,) = fake_stripe.events_of("transfer.reversed")
     assert deliver(client, event).status_code == 200
     payout = Payout.objects.get(pk=departed_owing.pk)
@@ -252,8 +252,8 @@ def test_our_own_reversal_is_not_counted_twice_when_its_webhook_arrives(
 def test_the_webhook_may_arrive_before_our_reversal_is_recorded(world, departed_owing,
                                                                 fake_stripe):
     payout = departed_owing
-    transfers.record_reversal(payout.pk, 100_000)  # the webhook won the race
-    transfers.record_reversal(payout.pk, 100_000)  # our own recording comes after
+    recovery.record_reversal(payout.pk, 100_000)  # the webhook won the race
+    recovery.record_reversal(payout.pk, 100_000)  # our own recording comes after
     assert LedgerEntry.objects.filter(payout=payout, kind="recovered").get().amount_minor == \
         100_000
 
