@@ -1,6 +1,7 @@
 """The demo network: every one of the 14 roles with a login, built idempotently."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -56,15 +57,18 @@ def _user(email, full_name, password):
 
 
 @transaction.atomic
-def seed(password: str) -> list[Login]:
+def seed(password: str, applied_at=None) -> list[Login]:
+    """The demo's organizations and a login per role. `applied_at`: when the pending
+    application was made (default now)."""
     network = Network.objects.filter(is_default=True).first()
     if network is None:
         network = Network.objects.create(name=NETWORK_NAME, slug="default", is_default=True)
     network.name = NETWORK_NAME
     network.save(update_fields=["name"])
-    now = timezone.now()
+    now = timezone.now()  # the demo seed runs this half a year back (partnerhub.democlock)
     logins, orgs = [], {}
-    for slug, name, kind, domain, country, partner_type, role_names in ORGANIZATIONS:
+    for i, (slug, name, kind, domain, country, partner_type, role_names) in enumerate(
+            ORGANIZATIONS):
         org, _ = Organization.objects.update_or_create(
             network=network, slug=slug,
             defaults=dict(name=name, kind=kind, status=Organization.ACTIVE,
@@ -72,7 +76,9 @@ def seed(password: str) -> list[Login]:
                           country=country, partner_type=partner_type),
         )
         if org.approved_at is None:
-            org.applied_at, org.verified_at, org.approved_at = now, now, now
+            # Applied, verified within the hour, approved after a few days of review.
+            org.applied_at, org.verified_at = now, now + timedelta(hours=1)
+            org.approved_at = now + timedelta(days=1 + i % 4, hours=3)
             org.save(update_fields=["applied_at", "verified_at", "approved_at"])
         orgs[slug] = org
         for role in role_names:
@@ -93,7 +99,8 @@ def seed(password: str) -> list[Login]:
         network=network, slug=slug,
         defaults=dict(name=name, kind=roles.PARTNER, status=Organization.PENDING,
                       website=f"https://{domain}", website_domain=domain, country=country,
-                      partner_type=partner_type, applied_at=now, verified_at=now),
+                      partner_type=partner_type, applied_at=applied_at or now,
+                      verified_at=applied_at or now),
     )
     applicant = _user(f"owner@{domain}", f"Nadia {name.split()[0]} (applicant)", password)
     Membership.objects.get_or_create(user=applicant, organization=pending,

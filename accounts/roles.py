@@ -36,6 +36,7 @@ REFERRAL_ACCEPT = "referral.accept"
 REFERRAL_REJECT = "referral.reject"
 REFERRAL_ASSIGN = "referral.assign"
 REFERRAL_UPDATE_STAGE = "referral.update_stage"
+DEAL_OVERRIDE = "deal.override"  # close a deal by hand although the vendor's CRM decides it
 PROGRAM_ENROL = "program.enrol"
 PROGRAM_MANAGE = "program.manage"
 CRM_MANAGE = "crm.manage"
@@ -97,11 +98,12 @@ ROLES: dict[tuple[str, str], Role] = {
         # Vendor organizations
         _role(VENDOR, "admin", "Admin", ORGANIZATION,
               {MEMBERS_MANAGE, REFERRAL_VIEW, REFERRAL_ACCEPT, REFERRAL_REJECT, REFERRAL_ASSIGN,
-               REFERRAL_UPDATE_STAGE, PROGRAM_MANAGE, CRM_MANAGE, COMMISSION_VIEW},
+               REFERRAL_UPDATE_STAGE, DEAL_OVERRIDE, PROGRAM_MANAGE, CRM_MANAGE,
+               COMMISSION_VIEW},
               "Runs the program: terms, commission plans, CRM connection, members."),
         _role(VENDOR, "partnerships", "Partnerships", ORGANIZATION,
               {REFERRAL_VIEW, REFERRAL_ACCEPT, REFERRAL_REJECT, REFERRAL_ASSIGN,
-               REFERRAL_UPDATE_STAGE, DISPUTE_RESPOND},
+               REFERRAL_UPDATE_STAGE, DEAL_OVERRIDE, DISPUTE_RESPOND},
               "Triages inbound referrals: accept, reject, assign; answers disputes.", money=False),
         _role(VENDOR, "sales", "Sales", ASSIGNED,
               {REFERRAL_VIEW, REFERRAL_UPDATE_STAGE},

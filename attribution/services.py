@@ -1,7 +1,10 @@
 """Deal snapshots in, attribution out.
 
 `record_snapshot` stores one observed deal state (once per CRM version), moves the referral to
-won/lost when the deal closes, and hands won deals to the attribution engine.
+won, lost or back to accepted with the deal (the referrals lifecycle's `apply_deal_outcome`), and
+hands won deals to the attribution engine. Every door to "won" comes through here: CRM webhooks
+and polls (integrations.inbound), the built-in pipeline and a vendor's manual close
+(integrations.builtin, integrations.closing).
 """
 
 from django.conf import settings
@@ -31,9 +34,12 @@ def schedule_attribution(snapshot: DealSnapshot) -> None:
 
 
 @transaction.atomic
-def record_snapshot(*, vendor_id: int, provider: str, change, referral, outcome: str):
+def record_snapshot(*, vendor_id: int, provider: str, change, referral, outcome: str,
+                    actor=None, source: str = ""):
     """Store the change unless this exact version is already known. Returns the snapshot, or
-    None for a duplicate (a replayed webhook or an overlapping poll)."""
+    None for a duplicate (a replayed webhook or an overlapping poll). `actor` and `source` say
+    on the referral's timeline who closed the deal (a person closing by hand) or where the
+    change came from (default: the CRM and the deal's id)."""
     try:
         with transaction.atomic():
             snapshot = DealSnapshot.objects.create(
@@ -46,10 +52,11 @@ def record_snapshot(*, vendor_id: int, provider: str, change, referral, outcome:
                 raw=change.raw)
     except IntegrityError:
         return None
-    if referral is not None and outcome in (DealSnapshot.WON, DealSnapshot.LOST):
-        from referrals.services import apply_crm_outcome
+    if referral is not None:
+        from referrals.services import apply_deal_outcome
 
-        apply_crm_outcome(referral, outcome, source=f"{provider} deal {change.external_deal_id}")
+        apply_deal_outcome(referral, outcome, actor=actor, source=source or (
+            f"From the CRM: {provider} deal {change.external_deal_id}."))
     # Won deals are attributed; later changes of an attributed deal are re-evaluated.
     if outcome == DealSnapshot.WON or Attribution.objects.filter(
             vendor_id=vendor_id, provider=provider,

@@ -25,12 +25,14 @@ def _referral_for(connection, change) -> Referral | None:
     return record.referral if record else None
 
 
-def ingest_change(connection: CrmConnection, change):
-    """Record one deal change; returns the new snapshot or None if already known."""
+def ingest_change(connection: CrmConnection, change, *, actor=None, source: str = ""):
+    """Record one deal change; returns the new snapshot or None if already known. `actor` and
+    `source` name who moved the deal when it was a person (the built-in pipeline)."""
     referral = _referral_for(connection, change)
     outcome = connection.outcome_for_stage(change.stage)
     return record_snapshot(vendor_id=connection.vendor_id, provider=connection.provider,
-                           change=change, referral=referral, outcome=outcome)
+                           change=change, referral=referral, outcome=outcome, actor=actor,
+                           source=source)
 
 
 def poll_connection(connection_id: int) -> int:

@@ -15,4 +15,5 @@ urlpatterns = [
     path("integrations/crm/sync/", views.sync_log, name="sync_log"),
     path("integrations/crm/sync/<uuid:public_id>/retry/", views.sync_retry, name="sync_retry"),
     path("referrals/<uuid:public_id>/stage/", views.builtin_stage, name="builtin_stage"),
+    path("referrals/<uuid:public_id>/deal/close/", views.deal_close, name="deal_close"),
 ]

@@ -1,5 +1,5 @@
-"""The vendor admin's CRM pages (connect, test, map stages, read and retry the sync log) and
-the built-in pipeline's stage move on a referral."""
+"""The vendor admin's CRM pages (connect, test, map stages, read and retry the sync log), the
+built-in pipeline's stage move on a referral, and closing a referral's deal by hand."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -15,7 +15,9 @@ from accounts.errors import PermissionDenied, ServiceError
 from accounts.permissions import get_object_for
 from integrations import connections
 from integrations.builtin.services import move_stage
+from integrations.closing import CRM, close_deal, close_mode, outcomes_for
 from integrations.crypto import CredentialsUnreadable
+from integrations.deal_forms import CloseDealForm
 from integrations.forms import CONNECT_FORMS, MappingForm, SyncFilterForm
 from integrations.models import CrmConnection, SyncRecord
 from integrations.providers.base import CrmError
@@ -273,3 +275,35 @@ def builtin_stage(request, public_id):
                    if referral.status != before else "")
         messages.success(request, f"Deal moved to {label}.{changed}")
     return redirect("referrals:detail", referral.public_id)
+
+
+@membership_required
+def deal_close(request, public_id):
+    """Close (or reopen) the referral's deal by hand: the vendor without a CRM, or a decider
+    overriding the CRM with a reason. The referral's page carries the form; this page shows
+    it again with what was wrong."""
+    referral = get_referral(request, public_id, roles.REFERRAL_UPDATE_STAGE)
+    mode = close_mode(referral.vendor_id)
+    outcomes = outcomes_for(request.membership, referral, mode)
+    if not outcomes:
+        raise Http404  # nothing this member may record on this referral now
+    form = CloseDealForm(request.POST or None, referral=referral, outcomes=outcomes,
+                         reason_required=mode.kind == CRM)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            close_deal(request.membership, referral, data["outcome"],
+                       closed_on=data["closed_on"], amount_minor=data["amount"],
+                       reason=data["reason"])
+        except PermissionDenied:
+            raise Http404 from None
+        except ServiceError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            referral.refresh_from_db(fields=["status"])
+            messages.success(request, f"Recorded. The referral is now "
+                                      f"{referral.get_status_display().lower()}.")
+            return redirect("referrals:detail", referral.public_id)
+    return render(request, "integrations/close_deal.html",
+                  {"referral": referral, "form": form, "mode": mode},
+                  status=400 if request.method == "POST" else 200)

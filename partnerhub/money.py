@@ -36,6 +36,7 @@ def format_money(minor, currency: str) -> str:
         return "–"
     exp = exponent(currency)
     value = from_minor(minor, currency)
-    text = f"{value:,.{exp}f}"
+    sign = "-" if value < 0 else ""  # "-$3,200.00", not "$-3,200.00"
+    text = f"{abs(value):,.{exp}f}"
     symbol = _SYMBOLS.get(currency.upper())
-    return f"{symbol}{text}" if symbol else f"{text} {currency.upper()}"
+    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency.upper()}"

@@ -1,6 +1,8 @@
 """Demo money: commission plans on both demo programs, deals won through Acme Cloud's built-in
 pipeline (so attributions and commissions arise the real way), commissions in every state,
-a tax profile and a ready payout account for Brightpath, and one paid batch.
+a tax profile and a ready payout account for Brightpath, and one paid batch. Each step runs on
+the day of its story (partnerhub.democlock): registered, accepted, won, released after the
+holding period, approved, paid, in that order.
 
 Stripe is not reachable from a demo machine: the paid batch is recorded as paid with a
 demo transfer id instead of being sent. Idempotent: runs once per database."""
@@ -13,19 +15,15 @@ from django.utils import timezone
 from integrations import connections
 from integrations.builtin.services import move_stage
 from integrations.models import CrmConnection
+from partnerhub.democlock import days_ago
 from payouts import ledger
 from payouts.approvals import approve_commissions
-from payouts.models import (
-    Commission,
-    LedgerEntry,
-    Payout,
-    PayoutAccount,
-    PayoutBatch,
-    TaxProfile,
-)
+from payouts.batches import approve_batch, build_batch
+from payouts.models import Commission, Payout, PayoutAccount, TaxProfile
 from payouts.plans import save_plan
+from payouts.transfers import record_transfer
 from referrals import services
-from referrals.models import Program
+from referrals.models import Program, Referral
 
 ACME_PLAN = {"kind": "percent", "rate_bp": 1000, "flat_minor": None, "tier_rates_bp": {},
              "cap_minor": 2_500_000, "currency": "USD", "holding_days": 30, "clawback_days": 90,
@@ -34,7 +32,10 @@ GLOBEX_PLAN = {"kind": "tiered", "rate_bp": None, "flat_minor": None,
                "tier_rates_bp": {"registered": 500, "silver": 700, "gold": 1000},
                "cap_minor": None, "currency": "EUR", "holding_days": 45, "clawback_days": 120,
                "payout_minimum_minor": 10_000}
-# (partner slug, company, website, amount, days since the win, what happened next)
+# (partner slug, company, website, amount, days since the win, what happened next). Each was
+# registered REGISTERED_BEFORE_WIN days before its win and accepted a day later; approved
+# commissions were approved two days after their holding period ended; the batch was paid
+# PAID_DAYS_AGO.
 DEALS = [
     ("brightpath-consulting", "Umbrella Health", "umbrella-health.example", 3_200_000, 75, "paid"),
     ("brightpath-consulting", "Soylent Foods", "soylent-foods.example", 1_850_000, 50,
@@ -49,6 +50,13 @@ DEALS = [
 ]
 
 
+REGISTERED_BEFORE_WIN = 45
+PAID_DAYS_AGO = 13
+PLANS_DAYS_AGO = 180
+# Referrals the referrals demo registered whose deals were won later: (company, days ago).
+LATER_WINS = [("Wonka Industries", 10)]
+
+
 def _member(slug, role):
     from referrals.demo import _member as member
 
@@ -60,85 +68,73 @@ def seed() -> None:
     globex = Program.objects.filter(vendor__slug="globex-analytics").first()
     if acme is None or acme.commission_plans.exists():
         return
-    with transaction.atomic():
-        save_plan(_member("acme-cloud", "admin"), acme, dict(ACME_PLAN))
+    admin = _member("acme-cloud", "admin")
+    with days_ago(PLANS_DAYS_AGO), transaction.atomic():
+        save_plan(admin, acme, dict(ACME_PLAN))
         if globex is not None:
             save_plan(_member("globex-analytics", "admin"), globex, dict(GLOBEX_PLAN))
-        admin = _member("acme-cloud", "admin")
         if not CrmConnection.objects.live().filter(vendor=admin.organization).exists():
             connections.connect(admin, provider="builtin", credentials={})
-        won = []
-        for slug, company, site, amount, days, fate in DEALS:
-            actor = _member(slug, "rep")
-            referral = services.submit_referral(actor, acme, services.ReferralData(
-                company_name=company, website=f"https://{site}", country="US",
-                contact_name="Jordan Example", contact_email=f"jordan@{site}",
-                contact_title="COO", amount_minor=amount, currency="USD"))
-            referral = services.accept_referral(_member("acme-cloud", "partnerships"), referral)
-            won.append((referral, days, fate))
-    # Wins after the registrations committed: attribution and commissions follow on commit.
-    for referral, _, _ in won:
-        with transaction.atomic():
+    won = [(_register(acme, *deal[:4], days_ago_won=deal[4]), deal[4], deal[5])
+           for deal in DEALS]
+    won += [(Referral.objects.get(program=acme, company_name=company), days, "pending")
+            for company, days in LATER_WINS]
+    # Each win commits on its day: attribution and the commission follow on commit.
+    for referral, days, _ in sorted(won, key=lambda w: -w[1]):
+        with days_ago(days), transaction.atomic():
             move_stage(admin, referral, "won")
-    _age_and_settle(won)
-    _brightpath_ready_to_be_paid()
+    _settle(won)
 
 
-def _age_and_settle(won) -> None:
-    now = timezone.now()
+def _register(program, slug, company, site, amount, *, days_ago_won):
+    actor = _member(slug, "rep")
+    with days_ago(days_ago_won + REGISTERED_BEFORE_WIN), transaction.atomic():
+        referral = services.submit_referral(actor, program, services.ReferralData(
+            company_name=company, website=f"https://{site}", country="US",
+            contact_name="Jordan Example", contact_email=f"jordan@{site}",
+            contact_title="COO", amount_minor=amount, currency="USD"))
+    with days_ago(days_ago_won + REGISTERED_BEFORE_WIN - 1), transaction.atomic():
+        return services.accept_referral(_member("acme-cloud", "partnerships"), referral)
+
+
+def _settle(won) -> None:
+    """Holding periods end (the hourly release job), finance approves, one batch is paid."""
     finance = _member("acme-cloud", "finance")
-    to_approve, to_pay = [], []
-    for referral, days, fate in won:
-        commission = Commission.objects.filter(referral=referral).exclude(
-            status__in=Commission.RETIRED).first()
-        if commission is None:
+    to_pay = []
+    for referral, days, fate in sorted(won, key=lambda w: -w[1]):
+        if fate not in ("approved", "paid"):
             continue
-        earned = now - timedelta(days=days)
-        plan = commission.plan
-        status = Commission.PENDING if fate == "pending" else Commission.PAYABLE
-        Commission.objects.filter(pk=commission.pk).update(
-            earned_at=earned, payable_at=earned + timedelta(days=plan.holding_days),
-            clawback_until=earned + timedelta(days=plan.clawback_days), status=status)
-        if fate in ("approved", "paid"):
-            to_approve.append(commission.public_id)
+        commission = _live_commission(referral)
+        with days_ago(days - commission.plan.holding_days - 2), transaction.atomic():
+            ledger.release_due()
+            approve_commissions(finance, [commission.public_id])
         if fate == "paid":
             to_pay.append(commission)
-    approve_commissions(finance, to_approve)
     if to_pay:
-        _paid_batch(to_pay)
+        with days_ago(PAID_DAYS_AGO + 7):
+            _brightpath_ready_to_be_paid()
+        with days_ago(PAID_DAYS_AGO):
+            _paid_batch(to_pay)
+    ledger.release_due()  # today: whatever finished its holding period is payable
+
+
+def _live_commission(referral) -> Commission:
+    return (Commission.objects.select_related("plan").filter(referral=referral)
+            .exclude(status__in=Commission.RETIRED).get())
 
 
 def _paid_batch(commissions) -> None:
-    operator = _member("northwind-ops", "finance")
-    approver = _member("northwind-ops", "admin")
-    now = timezone.now()
+    """Operator finance builds a batch of the commissions released by then, the admin approves
+    it, and its transfers are recorded as made (a demo has no Stripe to send them to)."""
+    period_end = max(c.payable_at for c in commissions).date()
+    batch = build_batch(_member("northwind-ops", "finance"), period_end)
     with transaction.atomic():
-        batch = PayoutBatch.objects.create(
-            network_id=commissions[0].network_id, period_end=(now - timedelta(days=14)).date(),
-            status=PayoutBatch.SENT, created_by=operator.user, approved_by=approver.user,
-            approved_at=now - timedelta(days=13), sent_at=now - timedelta(days=13))
-        by_partner = {}
-        for c in commissions:
-            by_partner.setdefault((c.partner_id, c.currency), []).append(c)
-        totals = {}
-        for (partner_id, currency), rows in by_partner.items():
-            gross = sum(c.amount_minor for c in rows)
-            payout = Payout.objects.create(
-                batch=batch, network_id=batch.network_id, partner_id=partner_id,
-                currency=currency, gross_minor=gross, amount_minor=gross,
-                commission_count=len(rows), status=Payout.PAID,
-                stripe_account_id=f"acct_demo{partner_id:06d}",
-                stripe_transfer_id=f"tr_demo{partner_id:06d}", attempts=1,
-                paid_at=now - timedelta(days=13))
-            Commission.objects.filter(pk__in=[c.pk for c in rows]).update(
-                status=Commission.PAID, payout=payout)
-            ledger.post([LedgerEntry(network_id=batch.network_id, partner_id=partner_id,
-                                     currency=currency, kind=LedgerEntry.PAID,
-                                     amount_minor=-gross, payout=payout,
-                                     memo="Demo payout (recorded, not sent)")])
-            totals[currency] = totals.get(currency, 0) + gross
-        batch.totals, batch.payout_count = totals, len(by_partner)
-        batch.save(update_fields=["totals", "payout_count"])
+        approve_batch(_member("northwind-ops", "admin"), batch)
+        for payout in batch.payouts.filter(status=Payout.READY).select_related("partner"):
+            account = PayoutAccount.objects.get(partner_id=payout.partner_id)
+            record_transfer(payout.pk, {"id": f"tr_demo{payout.partner_id:06d}",
+                                        "destination": account.stripe_account_id},
+                            source="demo")
 
 
 def _brightpath_ready_to_be_paid() -> None:

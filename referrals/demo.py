@@ -1,5 +1,6 @@
 """Demo programs, enrolments and referrals, made through the services so that timelines,
-audit events and notifications look exactly like real use. Idempotent."""
+audit events and notifications look exactly like real use, each on the day its story says
+(partnerhub.democlock). Idempotent."""
 
 import random
 from datetime import date, timedelta
@@ -8,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
+from partnerhub.democlock import days_ago
 from referrals import services
 from referrals.models import Enrolment, Program, Referral
 from referrals.normalize import normalize_company_name
@@ -28,19 +30,22 @@ ENROLMENTS = [("acme-cloud", "brightpath-consulting", "active"),
               ("acme-cloud", "keystone-agency", "active"),
               ("globex-analytics", "brightpath-consulting", "active"),
               ("globex-analytics", "keystone-agency", "pending")]
-# (partner slug, submitter role, company, website, country, amount, then what happens)
+# (partner slug, submitter role, company, website, country, amount, then what happens, days
+# ago it was submitted; a decision follows two days later). Wonka's deal is won later through
+# Acme Cloud's pipeline (payouts.demo), the only door to "won" for a pipeline vendor.
 REFERRALS = [
     ("brightpath-consulting", "rep", "Initech Inc.", "https://www.initech.com", "US", 4800000,
-     "accept"),
-    ("brightpath-consulting", "rep", "Hooli", "hooli.com", "US", 12500000, "submit"),
+     "accept", 20),
+    ("brightpath-consulting", "rep", "Hooli", "hooli.com", "US", 12500000, "submit", 6),
     ("summit-integrators", "rep", "Hooli Corporation", "https://hooli.com", "GB", 9000000,
-     "submit"),  # conflicts with Brightpath's registration
+     "submit", 4),  # conflicts with Brightpath's registration
     ("brightpath-consulting", "manager", "Vandelay Industries", "vandelay.com", "US", 2200000,
-     "reject"),
-    ("keystone-agency", "rep", "Wonka Industries", "wonka.com", "CA", 7600000, "won"),
+     "reject", 30),
+    ("keystone-agency", "rep", "Wonka Industries", "wonka.com", "CA", 7600000, "accept", 60),
     ("brightpath-consulting", "rep", "Stark Logistics", "starklogistics.com", "US", None,
-     "draft"),
+     "draft", 2),
 ]
+PROGRAMS_OPENED_DAYS_AGO = 190
 
 
 def _member(slug, role):
@@ -48,8 +53,19 @@ def _member(slug, role):
             .get(organization__slug=slug, role=role))
 
 
-@transaction.atomic
 def seed() -> None:
+    with days_ago(PROGRAMS_OPENED_DAYS_AGO):
+        programs = _programs()
+    acme = programs["acme-cloud"]
+    if Referral.objects.filter(program__in=programs.values()).exists():
+        return
+    vendor_admin = _member("acme-cloud", "partnerships")
+    for story in REFERRALS:
+        _referral_story(acme, vendor_admin, *story)
+
+
+@transaction.atomic
+def _programs() -> dict:
     vendors = {o.slug: o for o in Organization.objects.filter(slug__in=PROGRAMS)}
     programs = {}
     for slug, spec in PROGRAMS.items():
@@ -62,30 +78,32 @@ def seed() -> None:
             program=programs[program_slug], partner=owner.organization,
             defaults={"status": status, "requested_by": owner.user,
                       "decided_at": timezone.now() if status == "active" else None})
-    acme = programs["acme-cloud"]
-    if Referral.objects.filter(program__in=programs.values()).exists():
-        return
-    vendor_admin = _member("acme-cloud", "partnerships")
-    for slug, role, company, website, country, amount, fate in REFERRALS:
-        actor = _member(slug, role)
-        data = services.ReferralData(
-            company_name=company, website=website, country=country,
-            contact_name="Jordan Example", contact_email=f"jordan@{website.split('//')[-1]}"
-            .replace("www.", ""), contact_title="VP Operations",
-            amount_minor=amount, currency="USD" if amount else "",
-            expected_close=(date.today().replace(day=1) + timedelta(days=62)).replace(day=1),
-            notes="Met at the spring summit; evaluating vendors this quarter.")
+    return programs
+
+
+def _referral_story(acme, vendor_admin, slug, role, company, website, country, amount, fate,
+                    days) -> None:
+    actor = _member(slug, role)
+    data = services.ReferralData(
+        company_name=company, website=website, country=country,
+        contact_name="Jordan Example", contact_email=f"jordan@{website.split('//')[-1]}"
+        .replace("www.", ""), contact_title="VP Operations",
+        amount_minor=amount, currency="USD" if amount else "",
+        expected_close=(date.today().replace(day=1) + timedelta(days=62)).replace(day=1),
+        notes="Met at the spring summit; evaluating vendors this quarter.")
+    with days_ago(days), transaction.atomic():
         if fate == "draft":
             services.save_draft(actor, acme, data)
-            continue
+            return
         referral = services.submit_referral(actor, acme, data)
-        if fate in ("accept", "won"):
+    if fate == "submit":
+        return
+    with days_ago(days - 2), transaction.atomic():
+        if fate == "accept":
             services.accept_referral(vendor_admin, referral)
             services.post_message(vendor_admin, referral,
                                   "Thanks! Our AE will reach out this week.")
-        if fate == "won":
-            services.close_referral(vendor_admin, referral, Referral.WON)
-        if fate == "reject":
+        elif fate == "reject":
             services.reject_referral(vendor_admin, referral, "existing_customer",
                                      "They signed with us last year.")
 

@@ -16,7 +16,6 @@ urlpatterns = [
     path("referrals/<uuid:public_id>/withdraw/", detail.referral_withdraw, name="withdraw"),
     path("referrals/<uuid:public_id>/assign/", detail.referral_assign, name="assign"),
     path("referrals/<uuid:public_id>/extend/", detail.referral_extend, name="extend"),
-    path("referrals/<uuid:public_id>/close/", detail.referral_close, name="close"),
     path("referrals/<uuid:public_id>/message/", detail.referral_message, name="message"),
     path("programs/", programs.program_list, name="programs"),
     path("programs/new/", programs.program_new, name="program_new"),

@@ -38,10 +38,14 @@ def move_stage(actor, referral, stage: str):
         currency=referral.currency, deal_created_at=referral.decided_at,
         closed_at=now if outcome in ("won", "lost") else None,
         raw={"stage": stage, "moved_by": actor.user.email})
-    snapshot = ingest_change(connection, change)
-    # Partners follow the deal's progress on the referral's timeline.
-    TimelineEntry.objects.create(
-        referral=referral, kind=TimelineEntry.EVENT, author=actor.user,
-        author_organization_id=actor.organization_id,
-        body=f"Deal stage: {connection.stage_labels.get(stage, stage)}")
+    label = connection.stage_labels.get(stage, stage)
+    before = referral.status
+    snapshot = ingest_change(connection, change, actor=actor,
+                             source=f"Deal moved to {label} in the pipeline.")
+    referral.refresh_from_db(fields=["status"])
+    if referral.status == before:
+        # No status change to show it: partners follow the deal's progress here.
+        TimelineEntry.objects.create(
+            referral=referral, kind=TimelineEntry.EVENT, author=actor.user,
+            author_organization_id=actor.organization_id, body=f"Deal stage: {label}")
     return snapshot

@@ -4,11 +4,11 @@ transaction, writes the audit event and timeline entry, and queues side effects 
 from referrals.services.lifecycle import (
     ReferralData,
     accept_referral,
-    apply_crm_outcome,
+    apply_deal_outcome,
     assign_referral,
-    close_referral,
     expire_stale_registrations,
     extend_protection,
+    reinstate_registration,
     reject_referral,
     save_draft,
     submit_referral,
@@ -20,8 +20,9 @@ from referrals.services.programs import decide_enrolment, request_enrolment, sav
 from referrals.services.thread import post_message
 
 __all__ = [
-    "ReferralData", "accept_referral", "apply_crm_outcome", "assign_referral", "close_referral",
+    "ReferralData", "accept_referral", "apply_deal_outcome", "assign_referral",
     "decide_enrolment", "expire_stale_registrations", "extend_protection", "post_message",
-    "reject_referral", "request_enrolment", "save_draft", "save_program", "submit_referral",
-    "update_referral", "warn_expiring_registrations", "withdraw_referral",
+    "reinstate_registration", "reject_referral", "request_enrolment", "save_draft",
+    "save_program", "submit_referral", "update_referral", "warn_expiring_registrations",
+    "withdraw_referral",
 ]

@@ -1,5 +1,12 @@
 """The referral lifecycle: draft -> submitted -> accepted | rejected; accepted -> won | lost |
-expired; submitted or accepted -> withdrawn. Nothing else changes a referral's status."""
+expired; submitted or accepted -> withdrawn; a dispute reinstates a rejected or expired
+registration (-> accepted). Nothing else changes a referral's status (tests/test_state_owners.py
+walks the code to keep it so).
+
+People decide registrations here; deals decide outcomes. Won, lost and reopened come only from
+a deal snapshot (`apply_deal_outcome`, called by attribution.services.record_snapshot), whichever
+door the deal closed through: a CRM webhook or poll, the built-in pipeline, or a vendor's manual
+close (integrations.closing). So a won referral always has the snapshot that pays for it."""
 
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
@@ -24,14 +31,29 @@ from referrals.services.events import (
 )
 from referrals.validation import validate_for_program
 
+# What people move a referral to (accepted -> won | lost comes from the deal, below).
 TRANSITIONS = {
     Referral.DRAFT: {Referral.SUBMITTED},
     Referral.SUBMITTED: {Referral.ACCEPTED, Referral.REJECTED, Referral.WITHDRAWN},
-    Referral.ACCEPTED: {Referral.WON, Referral.LOST, Referral.EXPIRED, Referral.WITHDRAWN},
+    Referral.ACCEPTED: {Referral.EXPIRED, Referral.WITHDRAWN},
 }
+# What the deal moves a referral to, and from where (apply_deal_outcome): won and lost, also
+# after the other or after the protection ran out (attribution judges whether the deal was
+# protected), and back to accepted when the deal is reopened.
+DEAL_TRANSITIONS = {
+    Referral.ACCEPTED: {Referral.WON, Referral.LOST},
+    Referral.EXPIRED: {Referral.WON, Referral.LOST},
+    Referral.WON: {Referral.LOST, Referral.ACCEPTED},
+    Referral.LOST: {Referral.WON, Referral.ACCEPTED},
+}
+DEAL_OUTCOMES = {"won": Referral.WON, "lost": Referral.LOST, "open": Referral.ACCEPTED}
+# An upheld dispute accepts a rejected or expired registration again (reinstate_registration).
+REINSTATEMENTS = {Referral.REJECTED: {Referral.ACCEPTED}, Referral.EXPIRED: {Referral.ACCEPTED}}
 VERBS = {Referral.SUBMITTED: "submitted", Referral.ACCEPTED: "accepted",
          Referral.REJECTED: "rejected", Referral.WITHDRAWN: "withdrawn",
          Referral.WON: "marked won", Referral.LOST: "marked lost", Referral.EXPIRED: "expired"}
+# Statuses a referral stands in once its deal closed, and where a person may close it by hand.
+CLOSED_BY_DEAL = (Referral.WON, Referral.LOST)
 EDITABLE = (Referral.DRAFT, Referral.SUBMITTED)
 WARN_DAYS_BEFORE_EXPIRY = 7
 
@@ -65,13 +87,33 @@ def _lock(referral) -> Referral:
             .get(pk=referral.pk))
 
 
-def _move(referral, to_status: str) -> str:
-    if to_status not in TRANSITIONS.get(referral.status, ()):
+def _move(referral, to_status: str, moves=TRANSITIONS) -> str:
+    if to_status not in moves.get(referral.status, ()):
         raise ServiceError(f"This referral is {referral.get_status_display().lower()}; it "
                            f"cannot be {VERBS[to_status]} now.")
     from_status = referral.status
     referral.status = to_status
     return from_status
+
+
+def _account_check(referral) -> conflicts.ConflictCheck:
+    """Who else holds this referral's account, under the vendor lock (taken here, held to the
+    end of the transaction), so that two registrations of one account never both pass."""
+    conflicts.lock_vendor(referral.vendor_id)
+    return conflicts.check_conflicts(
+        vendor_id=referral.vendor_id, domain=referral.domain,
+        normalized_name=referral.normalized_name, threshold=referral.program.fuzzy_threshold,
+        exclude_pk=referral.pk)
+
+
+def _flag_conflicts(referral, check: conflicts.ConflictCheck) -> None:
+    """Refuse a second registration by the same partner; flag one held by another partner."""
+    own = check.own(referral.partner_id)
+    if own is not None:
+        raise ConflictBlocked(own.referral)
+    other = check.earliest_other(referral.partner_id)
+    referral.conflict = other is not None
+    referral.conflict_with = other.referral if other else None
 
 
 def _apply(referral, data: ReferralData) -> None:
@@ -130,17 +172,7 @@ def submit_referral(actor: Membership, program: Program, data: ReferralData,
     _check_program(actor, program)
     _validate(program, data)
     _apply(referral, data)
-    conflicts.lock_vendor(program.vendor_id)
-    check = conflicts.check_conflicts(
-        vendor_id=program.vendor_id, domain=referral.domain,
-        normalized_name=referral.normalized_name, threshold=program.fuzzy_threshold,
-        exclude_pk=referral.pk)
-    own = check.own(actor.organization_id)
-    if own is not None:
-        raise ConflictBlocked(own.referral)
-    other = check.earliest_other(actor.organization_id)
-    referral.conflict = other is not None
-    referral.conflict_with = other.referral if other else None
+    _flag_conflicts(referral, _account_check(referral))
     from_status = _move(referral, Referral.SUBMITTED)
     referral.submitted_at = timezone.now()
     referral.save()
@@ -190,17 +222,7 @@ def update_referral(actor: Membership, referral: Referral, data: ReferralData) -
     if referral.status == Referral.SUBMITTED and (
             before["domain"] != referral.domain
             or normalize_company_name(before["company_name"]) != referral.normalized_name):
-        conflicts.lock_vendor(referral.vendor_id)
-        check = conflicts.check_conflicts(
-            vendor_id=referral.vendor_id, domain=referral.domain,
-            normalized_name=referral.normalized_name,
-            threshold=referral.program.fuzzy_threshold, exclude_pk=referral.pk)
-        own = check.own(referral.partner_id)
-        if own is not None:
-            raise ConflictBlocked(own.referral)
-        other = check.earliest_other(referral.partner_id)
-        referral.conflict = other is not None
-        referral.conflict_with = other.referral if other else None
+        _flag_conflicts(referral, _account_check(referral))
     referral.save()
     if referral.status == Referral.SUBMITTED:
         audit.record("referral.edited", referral, actor=actor, before=before,
@@ -224,12 +246,7 @@ def withdraw_referral(actor: Membership, referral: Referral, reason: str = "") -
 
 def _accept(referral, actor) -> None:
     if referral.status == Referral.SUBMITTED:
-        conflicts.lock_vendor(referral.vendor_id)
-        check = conflicts.check_conflicts(
-            vendor_id=referral.vendor_id, domain=referral.domain,
-            normalized_name=referral.normalized_name,
-            threshold=referral.program.fuzzy_threshold, exclude_pk=referral.pk)
-        held = check.accepted()
+        held = _account_check(referral).accepted()
         if held:
             raise ServiceError(
                 "Another registration of this account is already accepted (protected until "
@@ -328,34 +345,70 @@ def extend_protection(actor: Membership, referral: Referral, days: int) -> Refer
     return referral
 
 
-@transaction.atomic
-def close_referral(actor: Membership, referral: Referral, outcome: str) -> Referral:
-    """The vendor records the deal's outcome (later the CRM sync does this too)."""
-    require(actor, roles.REFERRAL_UPDATE_STAGE, referral)
-    if outcome not in (Referral.WON, Referral.LOST):
-        raise ServiceError("Choose won or lost.")
-    referral = _lock(referral)
-    from_status = _move(referral, outcome)
-    referral.closed_at = timezone.now()
-    referral.save(update_fields=["status", "closed_at", "updated_at"])
-    record_transition(referral, actor, from_status)
-    notify_submitter(referral, f"referral_{outcome}",
-                     f"{referral.company_name}: {referral.vendor.name} marked the deal "
-                     f"{outcome}", exclude=actor.user)
-    return referral
-
-
-def apply_crm_outcome(referral: Referral, outcome: str, source: str) -> bool:
-    """The CRM says the deal closed: move an accepted referral to won or lost (the system
-    acts; the timeline names the source). Anything else is left for attribution to judge."""
-    referral = _lock(referral)
-    if referral.status != Referral.ACCEPTED or outcome not in (Referral.WON, Referral.LOST):
+def apply_deal_outcome(referral: Referral, outcome: str, *, source: str, actor=None) -> bool:
+    """A deal snapshot says the deal is won, lost or open again: move the referral there
+    (DEAL_TRANSITIONS) and tell the submitter. The one way a referral is won, lost or reopened;
+    `actor` is the vendor member who closed it by hand, None when a CRM or the pipeline did.
+    Returns whether the status changed. Draft, submitted, withdrawn and rejected registrations
+    are left for attribution to judge (a deal does not accept a registration)."""
+    if outcome not in DEAL_OUTCOMES:
         return False
-    from_status = _move(referral, outcome)
-    referral.closed_at = timezone.now()
+    referral = _lock(referral)
+    to_status = DEAL_OUTCOMES[outcome]
+    if to_status not in DEAL_TRANSITIONS.get(referral.status, ()):
+        return False
+    from_status = _move(referral, to_status, DEAL_TRANSITIONS)
+    referral.closed_at = timezone.now() if to_status in CLOSED_BY_DEAL else None
     referral.save(update_fields=["status", "closed_at", "updated_at"])
-    record_transition(referral, None, from_status, body=f"From the CRM: {source}.")
+    record_transition(referral, actor, from_status, body=source)
+    if to_status in CLOSED_BY_DEAL:
+        notify_submitter(referral, f"referral_{to_status}",
+                         f"{referral.company_name}: the deal with {referral.vendor.name} was "
+                         f"{to_status}", exclude=actor.user if actor else None)
     return True
+
+
+@transaction.atomic
+def reinstate_registration(actor: Membership, referral: Referral, *, body: str,
+                           extra: dict | None = None) -> Referral:
+    """An upheld dispute of a rejection or an expiry: the registration is accepted again with
+    a fresh protection window (a rejected one counts as accepted now; an expired one keeps its
+    original acceptance date). Reinstating is accepting again, so acceptance's account rule
+    holds: one active registration per partner, one accepted registration per account. The
+    caller (attribution's dispute decision) has checked the actor's authority."""
+    referral = _lock(referral)
+    if referral.status not in REINSTATEMENTS:
+        raise ServiceError("The registration is no longer rejected or expired; nothing to "
+                           "reinstate.")
+    check = _account_check(referral)
+    own = check.own(referral.partner_id)
+    if own is not None:
+        raise ServiceError(
+            f"{referral.partner.name} has registered this account again since "
+            f"({own.referral.company_name}, {own.referral.get_status_display().lower()}): "
+            "reinstating this registration would duplicate it. Decide the dispute as not "
+            "upheld, or ask the partner to withdraw the newer registration first.")
+    held = check.accepted()
+    if held:
+        raise ServiceError(
+            "Another partner's registration of this account is accepted (protected until "
+            f"{held[0].protected_until:%-d %B %Y}), and one account is protected for one "
+            "partner at a time: it has to be withdrawn or expire before this one can be "
+            "reinstated.")
+    from_status, now = _move(referral, Referral.ACCEPTED, REINSTATEMENTS), timezone.now()
+    if from_status == Referral.REJECTED or referral.decided_at is None:
+        referral.decided_at = now
+    referral.protected_until = now + timedelta(days=referral.program.protection_days)
+    referral.closed_at = referral.expiry_warned_at = None
+    referral.rejection_code, referral.rejection_reason = "", ""
+    referral.save(update_fields=["status", "decided_at", "protected_until", "closed_at",
+                                 "expiry_warned_at", "rejection_code", "rejection_reason",
+                                 "updated_at"])
+    record_transition(referral, actor, from_status, body=body,
+                      extra={**(extra or {}),
+                             "protected_until": referral.protected_until.isoformat()})
+    _push_to_crm(referral, "accepted")
+    return referral
 
 
 def _push_to_crm(referral: Referral, event: str) -> None:

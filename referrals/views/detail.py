@@ -52,7 +52,6 @@ def _actions(membership, referral) -> dict:
         "reject": allowed(roles.REFERRAL_REJECT, (Referral.SUBMITTED,)),
         "assign": allowed(roles.REFERRAL_ASSIGN, (Referral.SUBMITTED, Referral.ACCEPTED)),
         "extend": allowed(roles.REFERRAL_ACCEPT, (Referral.ACCEPTED,)),
-        "close": allowed(roles.REFERRAL_UPDATE_STAGE, (Referral.ACCEPTED,)),
         "post": may_post(membership, referral),
     }
 
@@ -160,16 +159,6 @@ def referral_extend(request, public_id):
         return redirect("referrals:detail", referral.public_id)
     return _run(request, referral, lambda: services.extend_protection(
         request.membership, referral, form.cleaned_data["days"]), "Protection extended.")
-
-
-@membership_required
-@require_POST
-def referral_close(request, public_id):
-    referral = get_referral(request, public_id, roles.REFERRAL_UPDATE_STAGE)
-    outcome = request.POST.get("outcome", "")
-    return _run(request, referral,
-                lambda: services.close_referral(request.membership, referral, outcome),
-                f"Marked {outcome}.")
 
 
 @membership_required

@@ -642,9 +642,17 @@ def test_the_card_is_for_the_vendor_only(world, programs, builtin):
         assert crm_panel(member, referral) is None
 
 
-def test_no_card_without_a_live_connection(world, programs, admin, builtin):
+def test_without_a_live_connection_the_card_closes_the_deal_by_hand(world, programs, admin,
+                                                                    builtin):
+    """No CRM any more: no pipeline and no sync state, but the deal still has to close
+    somewhere, so deciders get the manual close form; a referral not yet accepted gets no
+    card at all (nothing to show or do)."""
     connections.disable(admin, builtin)
-    assert crm_panel(admin, _accepted(world, programs)) is None
+    panel = crm_panel(admin, _accepted(world, programs))
+    assert (panel["mode"], panel["connection"], panel["builtin"]) == ("manual", None, False)
+    assert [c for c, _ in panel["close_form"].fields["outcome"].choices] == ["won", "lost"]
+    submitted = ReferralFactory(program=programs["acme"], partner=world.partner)
+    assert crm_panel(admin, submitted) is None
 
 
 def test_a_submitted_referral_shows_the_stage_without_the_move_form(world, programs, builtin):

@@ -387,7 +387,7 @@ def test_won_in_the_builtin_pipeline_wins_the_referral(world, programs, builtin,
                                                     str(referral.public_id)]).exists()
     entry = TimelineEntry.objects.get(referral=referral, to_status=Referral.WON)
     assert entry.from_status == Referral.ACCEPTED
-    assert "builtin" in entry.body
+    assert "in the pipeline" in entry.body
 
 
 def test_only_accepted_referrals_move_through_the_pipeline(world, programs, builtin):

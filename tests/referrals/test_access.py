@@ -277,7 +277,8 @@ ACTIONS = {
                  lambda r: r.status == Referral.WITHDRAWN),
     "extend": (True, lambda w: {"days": "30"}, VENDOR_DECIDERS,
                lambda r: r.timeline.filter(body__startswith="Protection extended").exists()),
-    "close": (True, lambda w: {"outcome": "won"}, VENDOR_DECIDERS,
+    "close": (True, lambda w: {"outcome": "won", "closed_on": timezone.localdate(),
+                               "amount": "25000"}, VENDOR_DECIDERS,
               lambda r: r.status == Referral.WON),
     "message": (False, lambda w: {"body": "Any news on this one?"},
                 {(PA, "owner"), (PA, "manager"), (PA, "rep"), (PA, "finance"),
@@ -285,6 +286,12 @@ ACTIONS = {
                 lambda r: r.timeline.filter(body="Any news on this one?").exists()),
 }
 ACTION_CASES = [(a, role) for a in ACTIONS for role in ALL_ROLES]
+# Closing the deal by hand is the integrations app's door (the same as a CRM's).
+ACTION_URLS = {"close": "integrations:deal_close"}
+
+
+def action_url(action, referral):
+    return reverse(ACTION_URLS.get(action, f"referrals:{action}"), args=[referral.public_id])
 
 
 @pytest.mark.parametrize("action,role", ACTION_CASES,
@@ -294,8 +301,7 @@ def test_post_actions_by_role(world, referral, action, role):
     if needs_accepted:
         referral = _accepted(world, referral)
     before = _fingerprint(referral)
-    response = _client(world, role).post(
-        reverse(f"referrals:{action}", args=[referral.public_id]), payload(world))
+    response = _client(world, role).post(action_url(action, referral), payload(world))
     if role in allowed:
         assert response.status_code == 302
         assert response["Location"] == detail_url(referral)
@@ -314,8 +320,8 @@ def test_post_actions_from_another_organization_are_404(world, referral, action)
         referral = _accepted(world, referral)
     before = _fingerprint(referral)
     for name in ("partner2_owner", "partner2_rep", "vendor2_admin"):
-        response = world.client_for(world.others[name]).post(
-            reverse(f"referrals:{action}", args=[referral.public_id]), payload(world))
+        response = world.client_for(world.others[name]).post(action_url(action, referral),
+                                                             payload(world))
         assert response.status_code == 404, name
     assert _fingerprint(referral) == before
 
@@ -326,8 +332,8 @@ def test_assigned_sales_rep_may_close_but_not_decide(world, referral):
     client = world.client_for(sales)
     assert client.post(reverse("referrals:accept", args=[referral.public_id])).status_code == 404
     _accepted(world, referral)
-    response = client.post(reverse("referrals:close", args=[referral.public_id]),
-                           {"outcome": "lost"})
+    response = client.post(reverse("integrations:deal_close", args=[referral.public_id]),
+                           {"outcome": "lost", "closed_on": timezone.localdate()})
     assert response.status_code == 302
     assert Referral.objects.get(pk=referral.pk).status == Referral.LOST
 

@@ -19,6 +19,7 @@ from referrals.services import ReferralData
 from referrals.services.events import referral_url
 from referrals.tasks import daily_protection_job
 from tests.accounts.factories import MembershipFactory
+from tests.integrations.closing import close
 from tests.referrals.factories import ReferralFactory
 
 PA, VE = "partner", "vendor"
@@ -184,7 +185,7 @@ def test_accepted_to_won_or_lost_tells_the_submitter(
     mail.outbox.clear()
     before = notified(rep.user, accepted).count()
     with django_capture_on_commit_callbacks(execute=True):
-        services.close_referral(triage, accepted, outcome)
+        close(triage, accepted, outcome)
     accepted.refresh_from_db()
     assert accepted.status == outcome and accepted.closed_at is not None
     assert audit_actions(accepted)[-1] == f"referral.{outcome}"
@@ -237,7 +238,7 @@ def _reach(status, rep, triage, acme):
         return services.withdraw_referral(rep, referral)
     services.accept_referral(triage, referral)
     if status in (Referral.WON, Referral.LOST):
-        services.close_referral(triage, referral, status)
+        close(triage, referral, status)
     return Referral.objects.get(pk=referral.pk)
 
 
@@ -251,9 +252,9 @@ ILLEGAL = [
     (Referral.WON, "rep", lambda m, r: services.withdraw_referral(m, r), "won"),
     (Referral.LOST, "rep", lambda m, r: services.withdraw_referral(m, r), "lost"),
     (Referral.REJECTED, "rep", lambda m, r: services.withdraw_referral(m, r), "rejected"),
-    (Referral.SUBMITTED, "triage", lambda m, r: services.close_referral(m, r, "won"),
+    (Referral.SUBMITTED, "triage", lambda m, r: close(m, r, "won"),
      "submitted"),
-    (Referral.WON, "triage", lambda m, r: services.close_referral(m, r, "lost"), "won"),
+    (Referral.WON, "triage", lambda m, r: close(m, r, "won"), "won"),
     (Referral.SUBMITTED, "rep", lambda m, r: services.submit_referral(m, r.program, data(),
                                                                       draft=r),
      "already been submitted"),
@@ -297,7 +298,7 @@ def test_roles_without_the_permission_cannot_drive_the_lifecycle(world, submitte
     with pytest.raises(PermissionDenied):
         services.withdraw_referral(world.member(VE, "partnerships"), submitted)
     with pytest.raises(PermissionDenied):
-        services.close_referral(world.member("operator", "admin"), submitted, "won")
+        close(world.member("operator", "admin"), submitted, "won")
     assert _snapshot(submitted) == before
 
 
@@ -460,10 +461,10 @@ def test_assignment_grants_that_sales_rep_and_only_them(
     assert not notified(other_sales.user, submitted).exists()
     # The assigned rep may now record the outcome once the referral is accepted.
     services.accept_referral(triage, submitted)
-    services.close_referral(sales, submitted, Referral.WON)
+    close(sales, submitted, Referral.WON)
     assert Referral.objects.get(pk=submitted.pk).status == Referral.WON
     with pytest.raises(PermissionDenied):
-        services.close_referral(other_sales, submitted, Referral.LOST)
+        close(other_sales, submitted, Referral.LOST)
 
 
 def test_assignment_only_to_the_vendors_sales_team(world, submitted, triage):

@@ -1,10 +1,12 @@
 import json
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.test.utils import override_settings
 
 from accounts import demo as accounts_demo
+from partnerhub.democlock import days_ago, real_now
 from payouts import demo as payouts_demo
 from referrals import demo as referrals_demo
 
@@ -20,8 +22,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         # The demo's own notifications would flood the console: keep them in memory.
+        # Each story happens on its own day (partnerhub.democlock): the network was set up
+        # half a year ago, deals were registered, won and paid since.
         with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
-            logins = accounts_demo.seed(settings.DEMO_PASSWORD)
+            with days_ago(200):
+                logins = accounts_demo.seed(settings.DEMO_PASSWORD,
+                                            applied_at=real_now() - timedelta(days=1))
             referrals_demo.seed()
             payouts_demo.seed()
         if options["scale"]:
