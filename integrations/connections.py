@@ -64,10 +64,10 @@ def connect(actor: Membership, *, provider: str, credentials: dict, base_url: st
         raise ServiceError("Enter the API key of the deal field that holds our referral id.",
                            field="referral_id_field")
     previous = list(CrmConnection.objects.select_for_update().filter(vendor=vendor).live())
-    for old in previous:
-        old.status = CrmConnection.DISABLED
-        old.save(update_fields=["status"])
-        audit.record("crm.disconnected", old, actor=actor, after={"replaced": True})
+    for old_connection in previous:
+        old_connection.status = CrmConnection.DISABLED
+        old_connection.save(update_fields=["status"])
+        audit.record("crm.disconnected", old_connection, actor=actor, after={"replaced": True})
     connection = CrmConnection(
         vendor=vendor, provider=provider, base_url=base_url.strip(), object_mode=object_mode,
         referral_id_field=referral_id_field,
