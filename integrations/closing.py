@@ -93,10 +93,12 @@ def _deal_identity(referral: Referral, mode: CloseMode) -> tuple[str, str]:
 
 
 def _closed_at(closed_on: date, referral: Referral, now: datetime) -> datetime:
-    """Noon of the close day in the program's time zone (so the day is the same everywhere),
-    never later than now."""
+    """When the deal closed: now for today, else noon of that day in the program's time zone
+    (the same day wherever it is read)."""
     zone = ZoneInfo(referral.program.time_zone or "UTC")
-    return min(datetime.combine(closed_on, time(12), tzinfo=zone), now)
+    if closed_on >= now.astimezone(zone).date():
+        return now
+    return datetime.combine(closed_on, time(12), tzinfo=zone)
 
 
 def _check(referral, outcome, closed_on, amount_minor, now) -> None:

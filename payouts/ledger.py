@@ -89,29 +89,44 @@ class Desired:
     deal_amount_minor: int
 
 
-def earned_by(attribution: Attribution, snapshot: DealSnapshot) -> Desired | None:
-    """What the attribution earns now given the deal's newest snapshot, or None (no partner,
-    waiting for review, deal not won, no plan in effect, nothing to pay)."""
+@dataclass(frozen=True)
+class Outlook:
+    """What an attribution earns now (`desired`), or in words why it earns nothing."""
+
+    desired: Desired | None
+    reason: str = ""
+
+
+def outlook(attribution: Attribution, snapshot: DealSnapshot) -> Outlook:
+    """What the attribution earns now given the deal's newest snapshot, or why nothing (no
+    partner, waiting for review, deal not won, no plan in effect, nothing to pay). The
+    referral's page shows the reason; `earned_by` is what the ledger acts on."""
     if attribution.partner_id is None or attribution.referral_id is None:
-        return None
+        return Outlook(None, "The deal is not credited to any registration.")
     if attribution.status == Attribution.NEEDS_REVIEW:
-        return None
+        return Outlook(None, "The attribution waits for a person's review.")
     if snapshot.outcome != DealSnapshot.WON:
-        return None
+        return Outlook(None, "The deal was lost." if snapshot.outcome == DealSnapshot.LOST
+                       else "The deal was reopened.")
     referral = attribution.referral
     earned_at = snapshot.closed_at or snapshot.received_at
     plan = plan_in_effect(referral.program_id, earned_at)
     if plan is None:
-        return None
+        return Outlook(None, f"No commission plan was in effect on {earned_at:%-d %B %Y}, "
+                             "when the deal was won.")
     tier = (Enrolment.objects.filter(program_id=referral.program_id,
                                      partner_id=attribution.partner_id)
             .values_list("tier", flat=True).first()) or "registered"
     earned = commission_for(plan, snapshot.amount_minor, snapshot.currency, tier)
     if earned.amount_minor <= 0:
-        return None
-    return Desired(attribution.partner_id, referral.pk, referral.program_id, plan,
-                   earned.amount_minor, earned.currency, earned.basis, earned_at,
-                   snapshot.amount_minor or 0)
+        return Outlook(None, earned.basis.get("reason") or "The plan pays nothing on this deal.")
+    return Outlook(Desired(attribution.partner_id, referral.pk, referral.program_id, plan,
+                           earned.amount_minor, earned.currency, earned.basis, earned_at,
+                           snapshot.amount_minor or 0))
+
+
+def earned_by(attribution: Attribution, snapshot: DealSnapshot) -> Desired | None:
+    return outlook(attribution, snapshot).desired
 
 
 def newest_snapshot(attribution: Attribution) -> DealSnapshot:

@@ -7,6 +7,7 @@ from payouts.views import (
     batches,
     clawbacks,
     commissions,
+    deal_money,
     earnings,
     plans,
     tax,
@@ -18,6 +19,7 @@ app_name = "payouts"
 urlpatterns = [
     *earnings.urlpatterns,
     *commissions.urlpatterns,
+    *deal_money.urlpatterns,
     *plans.urlpatterns,
     *accounts.urlpatterns,
     *tax.urlpatterns,
