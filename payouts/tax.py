@@ -454,7 +454,7 @@ def annual_statement(partner: Organization, year: int) -> Statement:
         sums.setdefault(row["currency"], {})[row["kind"]] = row["total"]
     totals = [CurrencyTotals(currency, by_kind)
               for currency, by_kind in sorted(sums.items(), key=lambda i: _currency_order(i[0]))]
-    listed = (entries.select_related("commission__vendor", "payout")
+    listed = (entries.select_related("commission__vendor", "commission__referral", "payout")
               .order_by("created_at", "pk"))
     return Statement(partner=partner, year=year, entries=listed, totals=totals)
 
@@ -470,8 +470,11 @@ def entry_source(entry: LedgerEntry) -> dict:
     commission's entries, the payout for money sent or recovered."""
     if entry.commission_id:
         c = entry.commission
+        # A deal of the built-in pipeline or closed by hand goes by our referral's id, which
+        # tells a partner nothing: only a CRM's own deal id is worth showing.
+        ours = c.external_deal_id == str(c.referral.public_id)
         return {"vendor": c.vendor.name, "deal": c.deal_name or c.external_deal_id,
-                "deal_id": c.external_deal_id, "payout": ""}
+                "deal_id": "" if ours else c.external_deal_id, "payout": ""}
     if entry.payout_id:
         p = entry.payout
         return {"vendor": "", "deal": f"Payout of {p.commission_count} commission"
