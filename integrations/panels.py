@@ -4,12 +4,9 @@ built-in pipeline, or nowhere else) and the one way to close it there (integrati
 from accounts import roles
 from accounts.permissions import can
 from attribution.models import DealSnapshot
-from integrations.builtin.services import current_stage
+from integrations.builtin.services import WORKABLE, current_stage
 from integrations.closing import CRM, MANUAL, PIPELINE, close_mode, outcomes_for
 from integrations.deal_forms import CloseDealForm
-from referrals.models import Referral
-
-WORKABLE = (Referral.ACCEPTED, Referral.WON, Referral.LOST)
 
 
 def crm_panel(membership, referral, close_form=None) -> dict | None:

@@ -7,7 +7,11 @@ from accounts.services.guards import require
 from integrations.inbound import ingest_change
 from integrations.models import CrmConnection
 from integrations.providers.base import DealChange
-from referrals.models import TimelineEntry
+from referrals.models import Referral, TimelineEntry
+
+# A deal is worked from acceptance on, also after its registration's protection ran out (the
+# attribution then judges whether the deal was protected when it was created).
+WORKABLE = (Referral.ACCEPTED, Referral.WON, Referral.LOST, Referral.EXPIRED)
 
 
 def current_stage(referral) -> str:
@@ -27,7 +31,7 @@ def move_stage(actor, referral, stage: str):
         raise ServiceError("This vendor does not use the built-in pipeline.")
     if stage not in connection.stage_labels:
         raise ServiceError("Choose one of the pipeline's stages.", field="stage")
-    if referral.status not in ("accepted", "won", "lost"):
+    if referral.status not in WORKABLE:
         raise ServiceError("Accept the referral before working the deal.")
     now = timezone.now()
     outcome = connection.outcome_for_stage(stage)

@@ -17,6 +17,8 @@ ANALYTICS_EVENTS = {
     "expired": "Referral Expired",
     "won": "Referral Won",
     "lost": "Referral Lost",
+    "reopened": "Referral Reopened",
+    "reinstated": "Referral Reinstated",
 }
 
 
@@ -24,10 +26,14 @@ def referral_url(referral) -> str:
     return reverse("referrals:detail", args=[referral.public_id])
 
 
-def record_transition(referral, actor, from_status: str, body: str = "", extra=None) -> None:
-    """Audit + timeline + analytics for a status change (actor None = the system)."""
+def record_transition(referral, actor, from_status: str, body: str = "", extra=None,
+                      event: str = "") -> None:
+    """Audit + timeline + analytics for a status change (actor None = the system). `event`
+    names a move whose new status alone would mislead ("reopened" and "reinstated" both lead
+    back to accepted)."""
     to_status = referral.status
-    audit.record(f"referral.{to_status}", referral, actor=actor,
+    event = event or to_status
+    audit.record(f"referral.{event}", referral, actor=actor,
                  before={"status": from_status}, after={"status": to_status, **(extra or {})},
                  network_id=referral.network_id)
     TimelineEntry.objects.create(
@@ -36,9 +42,9 @@ def record_transition(referral, actor, from_status: str, body: str = "", extra=N
         author=actor.user if actor else None,
         author_organization_id=actor.organization_id if actor else None,
     )
-    event = ANALYTICS_EVENTS.get(to_status)
-    if event:
-        analytics.track(event, user_id=actor.user.public_id if actor else None,
+    tracked = ANALYTICS_EVENTS.get(event)
+    if tracked:
+        analytics.track(tracked, user_id=actor.user.public_id if actor else None,
                         organization_id=referral.partner.public_id, properties={
                             "referral_id": str(referral.public_id),
                             "vendor_id": str(referral.vendor.public_id),

@@ -360,7 +360,8 @@ def apply_deal_outcome(referral: Referral, outcome: str, *, source: str, actor=N
     from_status = _move(referral, to_status, DEAL_TRANSITIONS)
     referral.closed_at = timezone.now() if to_status in CLOSED_BY_DEAL else None
     referral.save(update_fields=["status", "closed_at", "updated_at"])
-    record_transition(referral, actor, from_status, body=source)
+    record_transition(referral, actor, from_status, body=source,
+                      event="reopened" if to_status == Referral.ACCEPTED else "")
     if to_status in CLOSED_BY_DEAL:
         notify_submitter(referral, f"referral_{to_status}",
                          f"{referral.company_name}: the deal with {referral.vendor.name} was "
@@ -404,7 +405,7 @@ def reinstate_registration(actor: Membership, referral: Referral, *, body: str,
     referral.save(update_fields=["status", "decided_at", "protected_until", "closed_at",
                                  "expiry_warned_at", "rejection_code", "rejection_reason",
                                  "updated_at"])
-    record_transition(referral, actor, from_status, body=body,
+    record_transition(referral, actor, from_status, body=body, event="reinstated",
                       extra={**(extra or {}),
                              "protected_until": referral.protected_until.isoformat()})
     _push_to_crm(referral, "accepted")

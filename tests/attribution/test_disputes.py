@@ -404,7 +404,7 @@ def test_rejection_dispute_upheld_reinstates_the_registration(world, programs):
     assert referral.closed_at is None and referral.decided_at > _now() - timedelta(minutes=1)
     entry = referral.timeline.get(kind=TimelineEntry.STATUS)
     assert (entry.from_status, entry.to_status) == (Referral.REJECTED, Referral.ACCEPTED)
-    assert AuditEvent.objects.get(action="referral.accepted").after["dispute"] == \
+    assert AuditEvent.objects.get(action="referral.reinstated").after["dispute"] == \
         str(d.public_id)
 
 
