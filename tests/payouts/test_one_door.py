@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.errors import PermissionDenied, ServiceError
+from accounts.models import AuditEvent
 from attribution.models import Attribution, DealSnapshot
 from integrations import connections
 from integrations.closing import close_deal
@@ -71,6 +72,8 @@ def test_lost_or_reopened_after_won_takes_the_commission_back(world, programs, p
     first = live_commission(referral)
     close(world, fresh(referral), "open", run_on_commit)
     assert fresh(referral).status == Referral.ACCEPTED
+    assert AuditEvent.objects.filter(action="referral.reopened",
+                                     target_id=str(referral.public_id)).exists()
     first.refresh_from_db()
     assert first.status == Commission.CANCELLED and live_commission(referral) is None
     close(world, fresh(referral), "won", run_on_commit, amount_minor=2_000_000)
@@ -155,6 +158,15 @@ def test_a_pipeline_vendor_closes_only_in_the_pipeline(world, programs, plan, pi
     # to move it again to where it is.
     panel = crm_panel(admin, fresh(referral))
     assert (panel["stage"], fresh(referral).status) == ("won", Referral.WON)
+
+
+def test_the_pipeline_works_the_deal_of_an_expired_registration(world, programs, plan,
+                                                                pipeline, run_on_commit):
+    referral = register_and_accept(world, programs["acme"])
+    Referral.objects.filter(pk=referral.pk).update(status=Referral.EXPIRED)
+    win(world, fresh(referral), run_on_commit)
+    assert fresh(referral).status == Referral.WON  # protected when the deal was created
+    assert live_commission(referral) is not None
 
 
 # --- Vendors with a CRM: the CRM decides, an override needs a reason -----------------------
