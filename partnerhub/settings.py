@@ -249,6 +249,12 @@ STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = envstr("STRIPE_API_BASE", "")
 STRIPE_CONNECT_BASE = envstr("STRIPE_CONNECT_BASE", "")
 STRIPE_MAX_NETWORK_RETRIES = envint("STRIPE_MAX_NETWORK_RETRIES", 2)
+# The platform account's country: partners elsewhere get connected accounts under Stripe's
+# `recipient` service agreement, the only one it pays out to across borders.
+STRIPE_PLATFORM_COUNTRY = envstr("STRIPE_PLATFORM_COUNTRY", "US").strip().upper()
+if not (len(STRIPE_PLATFORM_COUNTRY) == 2 and STRIPE_PLATFORM_COUNTRY.isascii()
+        and STRIPE_PLATFORM_COUNTRY.isalpha()):
+    raise ImproperlyConfigured("STRIPE_PLATFORM_COUNTRY must be a two-letter country code.")
 if PRODUCTION and STRIPE_API_KEY and not STRIPE_WEBHOOK_SECRET:
     # Without it every webhook is refused: account states would never update.
     raise ImproperlyConfigured("Set STRIPE_WEBHOOK_SECRET when STRIPE_API_KEY is set.")

@@ -1,31 +1,46 @@
 """Stripe Connect accounts: a partner's owner connects the organization once (Stripe-hosted
 onboarding, the platform pays the fees and carries the losses), and every status Stripe reports
 afterwards (on return from onboarding, by `account.updated` webhooks) lands in PayoutAccount
-through `apply_account_update`."""
+through `apply_account_update`.
 
+Creating the account is the one step that cannot be undone: its country and service agreement
+are fixed once made, and a second account for the same partner is a mess to clean up. Hence the
+care in `_create_account` (see there)."""
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit, roles
 from accounts.errors import PermissionDenied, ServiceError
+from accounts.models import AuditEvent
 from accounts.notifications import notify
 from accounts.services.guards import require
 from payouts import stripe_api
 from payouts.models import PayoutAccount, TaxProfile
 from referrals.services.events import members_with
 
+log = logging.getLogger(__name__)
+
 ACCOUNT_URL = "/payout-account/"
+TAX_PROFILE_URL = "/tax-profile/"
+NO_COUNTRY = ("Stripe needs your organization's country to open a payout account, and it "
+              "cannot be changed afterwards. Set the country in your tax profile "
+              f"({TAX_PROFILE_URL}), then connect again.")
+ATTEMPTED, FAILED = "payout_account.create_attempted", "payout_account.create_failed"
+# Stripe's `created` comes from Stripe's clock, our attempts from ours: look a little further
+# back than the first attempt.
+CLOCK_MARGIN = timedelta(hours=1)
 
 
 def account_of(partner) -> PayoutAccount | None:
     return PayoutAccount.objects.filter(partner=partner).first()
-
-
-def _stripe_failed(error) -> ServiceError:
-    failure = stripe_api.classify(error)
-    if failure.transient:
-        return ServiceError("Stripe could not be reached just now; try again in a minute.")
-    return ServiceError(f"Stripe refused: {failure.message}")
 
 
 def start_onboarding(actor, partner_org, return_url: str, refresh_url: str) -> str:
@@ -47,7 +62,7 @@ def start_onboarding(actor, partner_org, return_url: str, refresh_url: str) -> s
             "collection_options": {"fields": "eventually_due"},
         })
     except stripe.StripeError as error:
-        raise _stripe_failed(error) from error
+        raise stripe_api.service_error(error) from error
     audit.record("payout_account.onboarding_started", account, actor=actor,
                  after={"stripe_account_id": account.stripe_account_id})
     return link.url
@@ -55,16 +70,21 @@ def start_onboarding(actor, partner_org, return_url: str, refresh_url: str) -> s
 
 def _country(partner_org) -> str:
     profile = TaxProfile.objects.filter(partner=partner_org).first()
-    return (profile.country if profile and profile.country else str(partner_org.country or ""))
+    country = profile.country if profile and profile.country else str(partner_org.country or "")
+    return country.upper()
 
 
-def _create_account(client, actor, partner_org) -> PayoutAccount:
+def account_params(actor, partner_org, country: str) -> dict:
+    """What Stripe is asked to create. The country is always sent: left out, Stripe would use
+    the platform's, wrongly for a partner abroad, and for good. Abroad the account is under the
+    `recipient` service agreement (transfers only), the one Stripe pays across borders."""
     params = {
         "controller": {"fees": {"payer": "application"},
                        "losses": {"payments": "application"},
                        "requirement_collection": "stripe",
                        "stripe_dashboard": {"type": "express"}},
         "capabilities": {"transfers": {"requested": True}},
+        "country": country,
         "business_profile": {"name": partner_org.name[:100]},
         "email": actor.user.email,
         "metadata": {"partner_id": str(partner_org.public_id),
@@ -72,12 +92,96 @@ def _create_account(client, actor, partner_org) -> PayoutAccount:
     }
     if partner_org.website:
         params["business_profile"]["url"] = partner_org.website
+    if country != settings.STRIPE_PLATFORM_COUNTRY:
+        params["tos_acceptance"] = {"service_agreement": "recipient"}
+    return params
+
+
+def creation_key(partner_org, params: dict, spent: int) -> str:
+    """The same request gets the same key, so a double click or a retry gets Stripe's first
+    answer (the same account). Other content gets another key: Stripe refuses a key reused with
+    other parameters (idempotency_error, for 24 hours). So does each key Stripe spent on a
+    saved refusal, which it would otherwise replay after its cause was fixed."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
+    key = f"connect-account-{partner_org.public_id}-{digest}"
+    return f"{key}-{spent + 1}" if spent else key
+
+
+@dataclass
+class EarlierAttempts:
+    first_unsettled: datetime | None  # the first attempt that may have made an account
+    spent_keys: int  # attempts whose answer Stripe saved under their key
+
+
+def _earlier_attempts(partner_org) -> EarlierAttempts:
+    events = list(AuditEvent.objects.filter(
+        network_id=partner_org.network_id, target_type="organization",
+        target_id=str(partner_org.public_id), action__in=(ATTEMPTED, FAILED),
+    ).values("public_id", "action", "after", "created_at"))
+    failures = [e["after"] or {} for e in events if e["action"] == FAILED]
+    refused = {f.get("attempt") for f in failures if not f.get("transient")}
+    unsettled = [e["created_at"] for e in events
+                 if e["action"] == ATTEMPTED and str(e["public_id"]) not in refused]
+    return EarlierAttempts(min(unsettled, default=None),
+                           sum(1 for f in failures if f.get("answer_saved")))
+
+
+def _create_account(client, actor, partner_org) -> PayoutAccount:
+    """Create the partner's connected account, or adopt the one an earlier attempt made.
+
+    Every attempt is written to the audit log before Stripe is called, and its failure after.
+    An attempt that got no answer (a crash, a timeout, a 5xx) may have made an account we never
+    heard of; retried with other content it would get another key and a second account. So
+    while such an attempt exists, the accounts Stripe created since are searched for this
+    partner's id in their metadata first (also past Stripe's 24-hour key memory)."""
     country = _country(partner_org)
-    if country:
-        params["country"] = country.upper()
-    # The same key every time: a double click or a lost answer finds the same account.
-    obj = client.v1.accounts.create(
-        params, {"idempotency_key": f"connect-account-{partner_org.public_id}"}).to_dict()
+    if not country:
+        raise ServiceError(NO_COUNTRY)
+    earlier = _earlier_attempts(partner_org)
+    obj = None
+    if earlier.first_unsettled is not None:
+        obj = _account_made_for(client, partner_org, earlier.first_unsettled)
+    adopted = obj is not None
+    if obj is None:
+        obj = _request_account(client, actor, partner_org,
+                               account_params(actor, partner_org, country), earlier.spent_keys)
+    return _store_account(actor, partner_org, obj, adopted=adopted)
+
+
+def _account_made_for(client, partner_org, since: datetime) -> dict | None:
+    """The connected account Stripe made for this partner since `since` (the oldest, if ever
+    two were made), found by the partner id in its metadata."""
+    listing = client.v1.accounts.list(
+        {"created": {"gte": int((since - CLOCK_MARGIN).timestamp())}, "limit": 100})
+    partner_id = str(partner_org.public_id)
+    found = [obj for obj in (a.to_dict() for a in listing.auto_paging_iter())
+             if (obj.get("metadata") or {}).get("partner_id") == partner_id]
+    if len(found) > 1:
+        log.warning("Stripe holds %d connected accounts for partner %s: %s", len(found),
+                    partner_id, ", ".join(obj["id"] for obj in found))
+    return min(found, key=lambda obj: obj.get("created") or 0, default=None)
+
+
+def _request_account(client, actor, partner_org, params: dict, spent: int) -> dict:
+    import stripe
+
+    key = creation_key(partner_org, params, spent)
+    # Committed before the call (services run outside a transaction): if our process dies
+    # after Stripe answered, the next attempt knows to look for the account.
+    attempt = audit.record(ATTEMPTED, partner_org, actor=actor,
+                           after={"idempotency_key": key, "country": params["country"]})
+    try:
+        return client.v1.accounts.create(params, {"idempotency_key": key}).to_dict()
+    except stripe.StripeError as error:
+        failure = stripe_api.classify(error)
+        audit.record(FAILED, partner_org, actor=actor, after={
+            "attempt": str(attempt.public_id), "idempotency_key": key, "code": failure.code,
+            "message": failure.message, "transient": failure.transient,
+            "answer_saved": failure.answer_saved})
+        raise
+
+
+def _store_account(actor, partner_org, obj: dict, *, adopted: bool) -> PayoutAccount:
     with transaction.atomic():
         account, created = PayoutAccount.objects.get_or_create(
             partner=partner_org, defaults={
@@ -89,7 +193,7 @@ def _create_account(client, actor, partner_org) -> PayoutAccount:
             _apply(account, obj)
             audit.record("payout_account.created", account, actor=actor,
                          after={"stripe_account_id": account.stripe_account_id,
-                                "country": account.country})
+                                "country": account.country, "adopted": adopted})
     return account
 
 
@@ -100,7 +204,7 @@ def refresh_account(account: PayoutAccount) -> PayoutAccount:
     try:
         obj = stripe_api.client().v1.accounts.retrieve(account.stripe_account_id).to_dict()
     except stripe.StripeError as error:
-        raise _stripe_failed(error) from error
+        raise stripe_api.service_error(error) from error
     return apply_account_update(obj) or account
 
 

@@ -1,6 +1,13 @@
 """Recovering what a partner that left the network owes: Stripe transfer reversals on its
 newest paid transfers (`recovered` ledger entries). An active partner's debt is netted off its
-next payouts instead (payouts.batches)."""
+next payouts instead (payouts.batches).
+
+Before reversing anything on a transfer, what Stripe already reversed on it is read and any part
+not in our books is recorded first (`record_reversal`, shared with the `transfer.reversed`
+webhook): an earlier attempt whose answer was lost may have reversed money, and the debt may
+have changed since. The reversal's idempotency key names the transfer's state (how much was
+reversed before it), never the amount wanted, so a double click or a retry from the same state
+reverses once; a new state, or a refusal Stripe saved under the key, gets a new key."""
 
 from dataclasses import dataclass
 
@@ -10,7 +17,7 @@ from django.db.models import F
 
 from accounts import audit, roles
 from accounts.errors import ServiceError
-from accounts.models import Organization
+from accounts.models import AuditEvent, Organization
 from accounts.services.guards import require
 from payouts import ledger, stripe_api
 from payouts.models import Balance, LedgerEntry, Payout
@@ -20,7 +27,7 @@ from payouts.models import Balance, LedgerEntry, Payout
 class Recovery:
     debt_minor: int
     recovered_minor: int
-    reversals: list  # (payout, amount_minor, reversal id)
+    reversals: list  # (payout, amount_minor, reversal id; "" for one found already made)
 
 
 def partner_debt(partner: Organization, currency: str) -> int:
@@ -50,30 +57,67 @@ def recover_by_reversal(actor, partner: Organization, currency: str) -> Recovery
                                         reversed_minor__lt=F("amount_minor"))
                   .exclude(stripe_transfer_id="").order_by("-paid_at", "-pk"))
     for payout in candidates:
-        want = min(debt - recovery.recovered_minor, payout.amount_minor - payout.reversed_minor)
-        if want <= 0:
-            break
-        reversed_before = payout.reversed_minor
         try:
-            reversal = client.v1.transfers.reversals.create(
-                payout.stripe_transfer_id,
-                {"amount": want, "metadata": {"payout_id": str(payout.public_id),
-                                              "reason": "recovery"}},
-                {"idempotency_key": f"recover-{payout.public_id}-{reversed_before}-{want}"},
-            ).to_dict()
+            if not _recover_from(client, actor, partner, payout, recovery):
+                break
         except stripe.StripeError as error:
-            failure = stripe_api.classify(error)
-            audit.record("payout.reversal_failed", payout, actor=actor,
-                         after={"amount_minor": want, "code": failure.code,
-                                "message": failure.message})
             if recovery.reversals:
                 break  # keep what was recovered; the rest is reported as still owed
-            raise ServiceError(f"Stripe refused the reversal: {failure.message}") from error
-        recorded = record_reversal(payout.pk, reversed_before + want, actor=actor,
-                                   reversal_id=reversal["id"])
-        recovery.recovered_minor += want
-        recovery.reversals.append((recorded, want, reversal["id"]))
+            raise stripe_api.service_error(error, "Stripe refused the reversal") from error
     return recovery
+
+
+def _recover_from(client, actor, partner, payout: Payout, recovery: Recovery) -> bool:
+    """Bring the payout's books up to what Stripe reversed, then reverse what is still owed
+    (as far as this transfer allows). False once nothing more is owed."""
+    transfer = client.v1.transfers.retrieve(payout.stripe_transfer_id).to_dict()
+    already = int(transfer.get("amount_reversed") or 0)
+    if already > payout.reversed_minor:  # reversed at Stripe, not in our books yet
+        before = payout.reversed_minor
+        payout = record_reversal(payout.pk, already, actor=actor)
+        recovery.recovered_minor += payout.reversed_minor - before
+        recovery.reversals.append((payout, payout.reversed_minor - before, ""))
+    owed = partner_debt(partner, payout.currency)  # the books now include what was found
+    want = min(owed, payout.amount_minor - max(already, payout.reversed_minor))
+    if owed <= 0 or want <= 0:
+        return owed > 0
+    reversal = _reverse(client, actor, payout, want, already)
+    recorded = record_reversal(payout.pk, already + want, actor=actor,
+                               reversal_id=reversal["id"])
+    recovery.recovered_minor += want
+    recovery.reversals.append((recorded, want, reversal["id"]))
+    return True
+
+
+def _reverse(client, actor, payout: Payout, amount: int, already: int) -> dict:
+    key = reversal_key(payout, already)
+    try:
+        return client.v1.transfers.reversals.create(
+            payout.stripe_transfer_id,
+            {"amount": amount, "metadata": {"payout_id": str(payout.public_id),
+                                            "reason": "recovery"}},
+            {"idempotency_key": key},
+        ).to_dict()
+    except stripe.StripeError as error:
+        failure = stripe_api.classify(error)
+        audit.record("payout.reversal_failed", payout, actor=actor,
+                     after={"amount_minor": amount, "code": failure.code,
+                            "message": failure.message, "transient": failure.transient,
+                            "reversed_before": already, "idempotency_key": key,
+                            "answer_saved": failure.answer_saved})
+        raise
+
+
+def reversal_key(payout: Payout, already: int) -> str:
+    """`recover-<payout>-after-<amount reversed before>`, with a generation suffix once Stripe
+    saved a refusal under it (it would replay that refusal for 24 hours). A refusal reversed
+    nothing, and each attempt reads the transfer first, so a new key cannot reverse twice."""
+    spent = AuditEvent.objects.filter(
+        network_id=payout.network_id, target_type="payout", target_id=str(payout.public_id),
+        action="payout.reversal_failed", after__reversed_before=already,
+        after__answer_saved=True).count()
+    key = f"recover-{payout.public_id}-after-{already}"
+    return f"{key}-{spent + 1}" if spent else key
 
 
 def record_reversal(payout_id: int, total_reversed: int, *, actor=None,

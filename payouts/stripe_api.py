@@ -5,9 +5,13 @@ refused, a person has to look).
 Everything that talks to Stripe goes through `client()`, so tests point the real SDK at a local
 fake by setting STRIPE_API_BASE / STRIPE_CONNECT_BASE, and a server without STRIPE_API_KEY says
 so in words instead of failing somewhere inside the SDK.
+
+Every request names the API version the code was written against (API_VERSION), instead of
+whatever the installed SDK defaults to: each stripe-python release pins its own version, so
+without this an SDK upgrade would silently change what Stripe's answers look like.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import stripe
@@ -16,6 +20,12 @@ from django.conf import settings
 from accounts.errors import ServiceError
 
 NOT_CONFIGURED = "Payouts are not configured on this server (no Stripe API key)."
+UNREACHABLE = "Stripe could not be reached just now; try again in a minute."
+
+# The Stripe API version PartnerHub speaks, in one place. It is the version the installed SDK
+# (stripe 16.x, pinned in pyproject.toml) was generated for; a test fails when an SDK upgrade
+# brings another one, so that someone reads Stripe's changelog before changing this line.
+API_VERSION = "2026-10-28.endive"
 
 
 def is_configured() -> bool:
@@ -27,18 +37,20 @@ def client() -> stripe.StripeClient:
     if not is_configured():
         raise ServiceError(NOT_CONFIGURED)
     return _client(settings.STRIPE_API_KEY, settings.STRIPE_API_BASE or None,
-                   settings.STRIPE_CONNECT_BASE or None, settings.STRIPE_MAX_NETWORK_RETRIES)
+                   settings.STRIPE_CONNECT_BASE or None, settings.STRIPE_MAX_NETWORK_RETRIES,
+                   API_VERSION)
 
 
 @lru_cache(maxsize=4)
-def _client(api_key, api_base, connect_base, retries) -> stripe.StripeClient:
+def _client(api_key, api_base, connect_base, retries, version) -> stripe.StripeClient:
     # One client (and its HTTP connection pool) per configuration; settings change in tests.
     addresses = {}
     if api_base:
         addresses["api"] = api_base
     if connect_base:
         addresses["connect"] = connect_base
-    return stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=retries)
+    return stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=retries,
+                               stripe_version=version)
 
 
 def webhook_secrets() -> list[str]:
@@ -55,6 +67,10 @@ class Failure:
     code: str
     message: str
     http_status: int | None = None
+    # Stripe stored this answer under the request's idempotency key and replays it for 24
+    # hours: the next attempt needs a new key (safe, as long as it first looks for what an
+    # earlier attempt may have made).
+    answer_saved: bool = False
 
 
 # Codes Stripe uses for "not now" rather than "no".
@@ -65,6 +81,33 @@ def classify(error: stripe.StripeError) -> Failure:
     """Transient: the connection failed, Stripe had a 5xx, rate limits and lock timeouts (429),
     a concurrent request with the same idempotency key (409). Permanent: every other answer
     (4xx): Stripe looked at the request and said no, and asking again will not change that."""
+    failure = _classify(error)
+    return replace(failure, answer_saved=_answer_saved(error, failure))
+
+
+def _answer_saved(error: stripe.StripeError, failure: Failure) -> bool:
+    """Refusals (4xx after the request ran) and 5xx answers Stripe marks not worth retrying
+    are saved under the key; connection errors, 401, 409 and 429 never ran, so are not."""
+    if failure.http_status is None or failure.http_status in (401, 409, 429):
+        return False
+    if not failure.transient:
+        return True
+    headers = getattr(error, "headers", None) or {}
+    should_retry = next((v for k, v in headers.items() if k.lower() == "stripe-should-retry"),
+                        None)
+    return should_retry == "false"
+
+
+def service_error(error: stripe.StripeError, refused: str = "Stripe refused") -> ServiceError:
+    """What a person reads: a connection error or a 5xx is Stripe out of reach (try again),
+    never a refusal; only an answer in which Stripe said no is called refused."""
+    failure = classify(error)
+    if failure.transient:
+        return ServiceError(UNREACHABLE)
+    return ServiceError(f"{refused}: {failure.message}")
+
+
+def _classify(error: stripe.StripeError) -> Failure:
     status = getattr(error, "http_status", None)
     code = getattr(error, "code", None) or ""
     message = getattr(error, "user_message", None) or str(error) or "Stripe error"

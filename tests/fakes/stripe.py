@@ -3,7 +3,8 @@ real `stripe` SDK (the `fake_stripe` fixture points settings at it).
 
 It speaks the parts of Stripe's v1 API that payouts use, the way Stripe speaks them:
 
-    POST /v1/accounts                    GET  /v1/accounts/{id}        POST /v1/account_links
+    POST /v1/accounts                    GET  /v1/accounts             GET  /v1/accounts/{id}
+    POST /v1/account_links
     POST /v1/transfers                   GET  /v1/transfers            GET  /v1/transfers/{id}
     POST /v1/transfers/{id}/reversals
 
@@ -23,6 +24,15 @@ It speaks the parts of Stripe's v1 API that payouts use, the way Stripe speaks t
   `Stripe-Should-Retry: true`, which the SDK obeys), 500 api_error.
 - The platform balance is checked per currency: a transfer larger than the available balance is
   refused with `balance_insufficient`; reversals need the connected account's balance.
+- `Stripe-Version` on a request picks the API version it is answered in (echoed back; a
+  malformed one is a 400); without it the account's default version (API_VERSION) applies.
+- Connected accounts: the platform is in `platform_country` (US). An account in another
+  country must be created under the `recipient` service agreement
+  (`tos_acceptance[service_agreement]=recipient`, no `card_payments`): otherwise Stripe refuses
+  to create a transfers-only account there, and refuses transfers to a `full` account abroad.
+  A `business_profile[url]` without a public host name is refused (`url_invalid`) while the
+  account is being created, so like other refusals that answer is saved under the key.
+  `GET /v1/accounts` lists the platform's accounts newest first (`created` filter, paging).
 
 Account Links open a stand-in for Stripe's hosted onboarding at their url (one button that
 completes the account and returns to the platform's return_url), so browser tests can go
@@ -57,15 +67,16 @@ class SimulatedCrash(Exception):
 
 
 class FakeStripe:
-    def __init__(self, httpserver, *, api_key: str = API_KEY):
+    def __init__(self, httpserver, *, api_key: str = API_KEY, platform_country: str = "US"):
         self.server = httpserver
         self.api_key = api_key
+        self.platform_country = platform_country
         self.url = httpserver.url_for("/").rstrip("/")
         self.calls: Counter = Counter()  # "POST /v1/transfers" -> count (after auth)
         self.requests: list[dict] = []  # method, path, headers, params (decoded), status
         self.failures: list[dict] = []
         self.crashes: list[dict] = []
-        self.clock = 1_740_000_000
+        self.clock = int(time.time())  # `created` filters compare it with our own clock
         self.accounts: dict[str, dict] = {}
         self.transfers: dict[str, dict] = {}  # insertion order = creation order
         self.account_links: list[dict] = []
@@ -158,9 +169,11 @@ class FakeStripe:
         account = self.accounts[account_id]
         previous = {"details_submitted": account["details_submitted"],
                     "capabilities": dict(account["capabilities"])}
-        account.update(details_submitted=True, charges_enabled=True, payouts_enabled=True,
-                       tos_acceptance={"date": self.tick(), "ip": "203.0.113.9",
-                                       "user_agent": "Mozilla/5.0"})
+        recipient = account["tos_acceptance"]["service_agreement"] == "recipient"
+        account.update(details_submitted=True, charges_enabled=not recipient,
+                       payouts_enabled=True,
+                       tos_acceptance={**account["tos_acceptance"], "date": self.tick(),
+                                       "ip": "203.0.113.9", "user_agent": "Mozilla/5.0"})
         account["capabilities"] = {k: "active" for k in account["capabilities"]}
         account["requirements"] = _requirements([], disabled_reason=None)
         account["external_accounts"]["data"] = [{
@@ -243,6 +256,7 @@ class FakeStripe:
 
     ROUTES = [
         ("POST", r"/v1/accounts", "_create_account"),
+        ("GET", r"/v1/accounts", "_list_accounts"),
         ("GET", r"/v1/accounts/(acct_\w+)", "_get_account"),
         ("POST", r"/v1/account_links", "_create_account_link"),
         ("POST", r"/v1/transfers", "_create_transfer"),
@@ -264,7 +278,13 @@ class FakeStripe:
         except _Invalid as invalid:
             log["status"] = invalid.response.status_code
             return invalid.response
-        response = self._dispatch(request, log["params"])
+        version = request.headers.get("Stripe-Version")
+        if version is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.[a-z]+)?", version):
+            response = _error(400, "invalid_request_error",
+                              f"Invalid Stripe API version: {version}")
+        else:
+            response = self._dispatch(request, log["params"])
+        response.headers["Stripe-Version"] = version or API_VERSION
         log["status"] = response.status_code
         return response
 
@@ -381,7 +401,7 @@ class FakeStripe:
 
     def _new_account(self, params: dict) -> dict:
         account_id = f"acct_{_token(16)}"
-        country = params.get("country") or "US"
+        country = params.get("country") or self.platform_country  # Stripe's default
         currency = {"US": "usd", "GB": "gbp", "CA": "cad", "AU": "aud"}.get(country, "eur")
         capabilities = {name: "inactive" for name, wanted in
                         (params.get("capabilities") or {}).items()
@@ -423,7 +443,9 @@ class FakeStripe:
                          "payouts": {"debit_negative_balances": True,
                                      "schedule": {"delay_days": 2, "interval": "daily"},
                                      "statement_descriptor": None}},
-            "tos_acceptance": {"date": None, "ip": None, "user_agent": None},
+            "tos_acceptance": {"date": None, "ip": None,
+                               "service_agreement": _agreement(params) or "full",
+                               "user_agent": None},
             "type": "express" if dashboard == "express" else "none",
         }
 
@@ -456,10 +478,67 @@ class FakeStripe:
                                   "alphanumeric country code instead, such as 'US', 'EG', or "
                                   "'GB'.", code="country_unsupported", param="country"))
         _check_metadata(params)
+        self._check_service_agreement(params, country or self.platform_country)
+        url = (params.get("business_profile") or {}).get("url")
+        if url is not None and not _public_url(url):
+            raise _Refused(_error(400, "invalid_request_error",
+                                  f"Not a valid URL: {url}. Use your business's public website "
+                                  "(a host name reachable on the internet).",
+                                  code="url_invalid", param="business_profile[url]"))
         account = self._new_account(params)
         self.accounts[account["id"]] = account
         self.account_balances[account["id"]] = Counter()
         return _json(account)
+
+    def _check_service_agreement(self, params, country):
+        """Stripe's cross-border rule: abroad, a transfers-only account needs the `recipient`
+        service agreement, and a `recipient` account cannot take card payments."""
+        agreement = _agreement(params)
+        _check_enum(agreement, ("full", "recipient"), "tos_acceptance[service_agreement]")
+        wanted = {name for name, value in (params.get("capabilities") or {}).items()
+                  if (value or {}).get("requested") == "true"}
+        if agreement == "recipient" and "card_payments" in wanted:
+            raise _Invalid(_error(400, "invalid_request_error",
+                                  "Accounts under the `recipient` service agreement cannot "
+                                  "request the `card_payments` capability.",
+                                  param="capabilities[card_payments]"))
+        if (country != self.platform_country and agreement != "recipient"
+                and "transfers" in wanted and "card_payments" not in wanted):
+            raise _Invalid(_error(400, "invalid_request_error",
+                                  "You cannot request the `transfers` capability without the "
+                                  "`card_payments` capability for accounts in "
+                                  f"{country}.", param="capabilities"))
+
+    def _list_accounts(self, request, params, context):
+        if context is not None:
+            return _error(403, "invalid_request_error",
+                          "Only a platform can list its connected accounts.",
+                          code="account_invalid")
+        rows = sorted(self.accounts.values(), key=lambda a: a["created"], reverse=True)
+        rows = [a for a in rows if _created_matches(a["created"], params.get("created"))]
+        return self._page(rows, params, self.accounts, "account", "/v1/accounts")
+
+    def _page(self, rows, params, known, noun, url):
+        """One page of a list, newest first: `limit`, `starting_after`, `ending_before`."""
+        limit = _integer(params, "limit", default=10)
+        if not 1 <= limit <= 100:
+            raise _Invalid(_error(400, "invalid_request_error",
+                                  "This value must be less than or equal to 100.",
+                                  code="parameter_invalid_integer", param="limit"))
+        ids = [row["id"] for row in rows]
+        if params.get("starting_after"):
+            if params["starting_after"] not in known:
+                raise _Invalid(_error(400, "invalid_request_error",
+                                      f"No such {noun}: '{params['starting_after']}'",
+                                      code="resource_missing", param="starting_after"))
+            start = ids.index(params["starting_after"]) + 1 \
+                if params["starting_after"] in ids else len(ids)
+            rows = rows[start:]
+        elif params.get("ending_before"):
+            end = ids.index(params["ending_before"]) if params["ending_before"] in ids else 0
+            rows = rows[max(0, end - limit):end]
+        return _json({"object": "list", "data": [_public(row) for row in rows[:limit]],
+                      "has_more": len(rows) > limit, "url": url})
 
     def _get_account(self, request, params, context, account_id):
         account = self.accounts.get(account_id)
@@ -519,6 +598,12 @@ class FakeStripe:
             raise _Refused(_error(400, "invalid_request_error",
                                   f"No such destination: '{destination}'",
                                   code="resource_missing", param="destination"))
+        if (account["country"] != self.platform_country
+                and account["tos_acceptance"]["service_agreement"] != "recipient"):
+            raise _Refused(_error(
+                400, "invalid_request_error",
+                f"Funds can't be sent to accounts located in {account['country']} when the "
+                "account is under the `full` service agreement.", param="destination"))
         if account["capabilities"].get("transfers") != "active":
             raise _Refused(_error(
                 400, "invalid_request_error",
@@ -555,31 +640,12 @@ class FakeStripe:
         return _json(_public(transfer))
 
     def _list_transfers(self, request, params, context):
-        limit = _integer(params, "limit", default=10)
-        if not 1 <= limit <= 100:
-            raise _Invalid(_error(400, "invalid_request_error",
-                                  "This value must be less than or equal to 100.",
-                                  code="parameter_invalid_integer", param="limit"))
         rows = [t for t in reversed(self.transfers.values()) if t["_context"] == context]
         if params.get("transfer_group"):
             rows = [t for t in rows if t["transfer_group"] == params["transfer_group"]]
         if params.get("destination"):
             rows = [t for t in rows if t["destination"] == params["destination"]]
-        ids = [t["id"] for t in rows]
-        if params.get("starting_after"):
-            if params["starting_after"] not in self.transfers:
-                raise _Invalid(_error(400, "invalid_request_error",
-                                      f"No such transfer: '{params['starting_after']}'",
-                                      code="resource_missing", param="starting_after"))
-            start = ids.index(params["starting_after"]) + 1 \
-                if params["starting_after"] in ids else len(ids)
-            rows = rows[start:]
-        elif params.get("ending_before"):
-            end = ids.index(params["ending_before"]) if params["ending_before"] in ids else 0
-            rows = rows[max(0, end - limit):end]
-        page = rows[:limit]
-        return _json({"object": "list", "data": [_public(t) for t in page],
-                      "has_more": len(rows) > limit, "url": "/v1/transfers"})
+        return self._page(rows, params, self.transfers, "transfer", "/v1/transfers")
 
     def _get_transfer(self, request, params, context, transfer_id):
         transfer = self.transfers.get(transfer_id)
@@ -688,6 +754,37 @@ def _check_enum(value, allowed, param):
         raise _Invalid(_error(400, "invalid_request_error",
                               f"Invalid {param}: must be one of {', '.join(allowed)}",
                               code="parameter_invalid_string", param=param))
+
+
+def _agreement(params) -> str | None:
+    return (params.get("tos_acceptance") or {}).get("service_agreement")
+
+
+def _public_url(url: str) -> bool:
+    """A website Stripe accepts: http(s) and a public host name (not localhost, not an IP)."""
+    match = re.fullmatch(r"https?://([^/:?#\s]+)(:\d+)?([/?#]\S*)?", url, re.IGNORECASE)
+    host = match.group(1).lower() if match else ""
+    return bool(re.fullmatch(r"([a-z0-9-]+\.)+[a-z]{2,}", host))
+
+
+def _created_matches(created: int, condition) -> bool:
+    """Stripe's `created` filter: an exact timestamp or a dict of gt/gte/lt/lte."""
+    if condition is None:
+        return True
+    if not isinstance(condition, dict):
+        condition = {"gte": condition, "lte": condition}
+    tests = {"gt": created.__gt__, "gte": created.__ge__, "lt": created.__lt__,
+             "lte": created.__le__}
+    unknown = set(condition) - set(tests)
+    if unknown:
+        raise _Invalid(_error(400, "invalid_request_error",
+                              f"Received unknown parameter: created[{sorted(unknown)[0]}]",
+                              param="created"))
+    for op, value in condition.items():
+        if not re.fullmatch(r"\d+", str(value)):
+            raise _Invalid(_error(400, "invalid_request_error", f"Invalid integer: {value}",
+                                  code="parameter_invalid_integer", param=f"created[{op}]"))
+    return all(tests[op](int(value)) for op, value in condition.items())
 
 
 def _check_metadata(params):

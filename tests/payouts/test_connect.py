@@ -10,6 +10,7 @@ from accounts.models import AuditEvent, Notification
 from payouts import connect
 from payouts.models import PayoutAccount
 from tests.conftest import ALL_ROLES
+from tests.fakes.stripe import SimulatedCrash
 from tests.payouts.test_transfers import complete_tax_profile, connect_partner
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +48,9 @@ def test_onboarding_creates_a_platform_controlled_account_and_an_onboarding_link
     assert params["country"] == "US"  # from the tax profile
     assert params["metadata"] == {"partner_id": str(world.partner.public_id),
                                   "network": world.network.slug}
-    assert post["headers"]["Idempotency-Key"] == f"connect-account-{world.partner.public_id}"
+    # The key names the partner and the request's content (see the retry tests below).
+    assert post["headers"]["Idempotency-Key"].startswith(
+        f"connect-account-{world.partner.public_id}-")
     assert account.stripe_account_id in fake_stripe.accounts
     assert (account.details_submitted, account.can_receive_transfers) == (False, False)
     assert "external_account" in account.requirements_due
@@ -75,6 +78,141 @@ def test_a_lost_answer_finds_the_same_account_again(world, owner, fake_stripe):
     onboard(owner)
     assert len(fake_stripe.accounts) == 1  # the idempotency key replayed the account
     assert PayoutAccount.objects.get().stripe_account_id in fake_stripe.accounts
+
+
+def account_lookups(fake_stripe):
+    return [r for r in fake_stripe.requests if (r["method"], r["path"]) ==
+            ("GET", "/v1/accounts")]
+
+
+def keys(posts):
+    return [post["headers"]["Idempotency-Key"] for post in posts]
+
+
+def test_a_retry_of_the_same_request_sends_the_same_key(world, owner, fake_stripe):
+    fake_stripe.fail(503, path="/v1/accounts", method="POST")  # not saved: nothing was made
+    with pytest.raises(ServiceError, match="could not be reached"):
+        onboard(owner)
+    onboard(owner)
+    first, second = keys(account_posts(fake_stripe))
+    assert first == second and first.startswith(f"connect-account-{world.partner.public_id}-")
+    assert len(fake_stripe.accounts) == 1
+
+
+def test_a_website_stripe_refused_can_be_corrected_and_sent_at_once(world, owner, fake_stripe):
+    world.partner.website = "http://localhost:8000"
+    world.partner.save(update_fields=["website"])
+    with pytest.raises(ServiceError, match="Stripe refused: Not a valid URL"):
+        onboard(owner)
+    assert not PayoutAccount.objects.exists() and not fake_stripe.accounts
+    world.partner.website = "https://brightpath.example"
+    world.partner.save(update_fields=["website"])
+    onboard(owner)  # the refusal Stripe saved under the first key is not replayed
+    account = PayoutAccount.objects.get()
+    assert list(fake_stripe.accounts) == [account.stripe_account_id]
+    assert fake_stripe.accounts[account.stripe_account_id]["business_profile"]["url"] == \
+        "https://brightpath.example"
+    first, second = keys(account_posts(fake_stripe))
+    assert first != second
+    assert not account_lookups(fake_stripe)  # a refusal made nothing: nothing to look for
+
+
+def test_a_refusal_stripe_saved_does_not_block_the_same_request_once_the_cause_is_fixed(
+        world, owner, fake_stripe):
+    fake_stripe.fail(400, path="/v1/accounts", method="POST", saved=True,
+                     message="Connect is not enabled on this account.")
+    with pytest.raises(ServiceError, match="Connect is not enabled"):
+        onboard(owner)
+    onboard(owner)  # the operators enabled Connect; the owner clicks again, nothing changed
+    assert PayoutAccount.objects.get().stripe_account_id in fake_stripe.accounts
+    first, second = keys(account_posts(fake_stripe))
+    assert first != second
+
+
+def test_an_account_stripe_made_before_the_request_changed_is_adopted_not_duplicated(
+        world, owner, fake_stripe):
+    fake_stripe.crash_after("POST", "/v1/accounts")
+    with pytest.raises(SimulatedCrash):
+        onboard(owner)
+    (made,) = fake_stripe.accounts
+    world.partner.name = "Brightpath Consulting Group"
+    world.partner.save(update_fields=["name"])
+    onboard(owner)
+    assert list(fake_stripe.accounts) == [made]
+    assert len(account_posts(fake_stripe)) == 1
+    account = PayoutAccount.objects.get()
+    assert account.stripe_account_id == made and account.created_by == owner.user
+    created = AuditEvent.objects.get(action="payout_account.created")
+    assert created.after["adopted"] is True
+    lookup = account_lookups(fake_stripe)[0]["params"]
+    assert int(lookup["created"]["gte"]) <= fake_stripe.accounts[made]["created"]
+
+
+def test_an_account_is_found_after_stripe_forgot_the_key(world, owner, fake_stripe):
+    fake_stripe.crash_after("POST", "/v1/accounts")
+    with pytest.raises(SimulatedCrash):
+        onboard(owner)
+    fake_stripe._idempotency.clear()  # 24 hours later Stripe has forgotten the key
+    onboard(owner)
+    assert len(fake_stripe.accounts) == 1 and len(account_posts(fake_stripe)) == 1
+    assert PayoutAccount.objects.get().stripe_account_id in fake_stripe.accounts
+
+
+def test_a_lookup_ignores_other_partners_accounts(world, owner, fake_stripe):
+    fake_stripe.fail(503, path="/v1/accounts", method="POST")
+    with pytest.raises(ServiceError):
+        onboard(owner)
+    other = fake_stripe.add_account(metadata={"partner_id": str(
+        world.others["partner2_owner"].organization.public_id)})
+    onboard(owner)
+    account = PayoutAccount.objects.get()
+    assert account.stripe_account_id != other["id"] and len(fake_stripe.accounts) == 2
+    assert len(account_lookups(fake_stripe)) == 1
+
+
+# --- Which country, which service agreement -------------------------------------------------
+
+def test_a_partner_in_the_platforms_country_gets_the_full_agreement(world, owner, fake_stripe):
+    onboard(owner)
+    params = account_posts(fake_stripe)[0]["params"]
+    assert params["country"] == "US" and "tos_acceptance" not in params
+
+
+def test_a_partner_abroad_gets_a_recipient_account_for_cross_border_payouts(
+        world, owner, fake_stripe):
+    complete_tax_profile(world.partner)
+    world.partner.tax_profile.country = "DE"  # the tax profile wins over the organization
+    world.partner.tax_profile.save(update_fields=["country"])
+    onboard(owner)
+    params = account_posts(fake_stripe)[0]["params"]
+    assert params["country"] == "DE"
+    assert params["tos_acceptance"] == {"service_agreement": "recipient"}
+    assert params["capabilities"] == {"transfers": {"requested": "true"}}
+    account = PayoutAccount.objects.get()
+    assert fake_stripe.accounts[account.stripe_account_id]["tos_acceptance"][
+        "service_agreement"] == "recipient"
+    fake_stripe.complete_onboarding(account.stripe_account_id)
+    account = connect.refresh_account(account)  # no card payments, and still ready
+    assert account.can_receive_transfers and not connect.is_restricted(account)
+
+
+def test_the_platforms_country_is_a_setting(world, owner, fake_stripe, settings):
+    settings.STRIPE_PLATFORM_COUNTRY = "GB"
+    fake_stripe.platform_country = "GB"
+    onboard(owner)  # Brightpath is in the US: abroad, seen from a UK platform
+    params = account_posts(fake_stripe)[0]["params"]
+    assert (params["country"], params["tos_acceptance"]) == (
+        "US", {"service_agreement": "recipient"})
+
+
+def test_without_a_country_onboarding_says_where_to_set_it_and_creates_nothing(
+        world, owner, fake_stripe):
+    world.partner.country = ""
+    world.partner.save(update_fields=["country"])
+    with pytest.raises(ServiceError, match="country") as refused:
+        onboard(owner)
+    assert "/tax-profile/" in refused.value.message
+    assert not fake_stripe.requests and not PayoutAccount.objects.exists()
 
 
 def test_the_country_falls_back_to_the_organization(world, owner, fake_stripe):
@@ -205,6 +343,16 @@ def test_an_expired_link_gets_a_new_one(world, owner, fake_stripe):
     response = client.get(reverse("payouts:payout_account_refresh"))
     assert response.status_code == 302 and response.url == fake_stripe.account_links[-1]["url"]
     assert len(fake_stripe.account_links) == 2 and len(fake_stripe.accounts) == 1
+
+
+def test_the_page_tells_the_owner_to_set_the_country_first(world, owner, fake_stripe):
+    world.partner.country = ""
+    world.partner.save(update_fields=["country"])
+    response = world.client_for(owner).post(reverse("payouts:payout_account_connect"),
+                                            follow=True)
+    page = response.content.decode()
+    assert "Not connected" in page and "/tax-profile/" in page and "country" in page
+    assert not fake_stripe.requests
 
 
 def test_finance_sees_the_status_read_only(world, fake_stripe):

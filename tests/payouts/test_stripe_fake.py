@@ -261,3 +261,69 @@ def test_crash_after_lets_stripe_answer_then_fails_our_side(fake_stripe, client,
         client.v1.transfers.create({"amount": 100, "currency": "usd",
                                     "destination": ready_account["id"]})
     assert len(fake_stripe.transfers) == 1
+
+
+# --- Connected accounts: listing, cross-border rules, refused fields, API versions -----------
+
+CONTROLLER = {"fees": {"payer": "application"}, "losses": {"payments": "application"},
+              "requirement_collection": "stripe", "stripe_dashboard": {"type": "express"}}
+
+
+def test_accounts_are_listed_newest_first_and_filtered_by_creation_time(fake_stripe, client):
+    made = [client.v1.accounts.create({"controller": CONTROLLER, "country": "US",
+                                       "metadata": {"n": str(i)}}) for i in range(3)]
+    listed = client.v1.accounts.list({"limit": 2})
+    assert [a.id for a in listed.data] == [made[2].id, made[1].id] and listed.has_more
+    since = client.v1.accounts.list({"created": {"gte": made[1].created}, "limit": 1})
+    assert [a.id for a in since.auto_paging_iter()] == [made[2].id, made[1].id]
+    with pytest.raises(stripe.PermissionError):
+        client.v1.accounts.list(options={"stripe_account": made[0].id})
+
+
+def test_an_account_abroad_needs_the_recipient_service_agreement(fake_stripe, client):
+    params = {"controller": CONTROLLER, "country": "DE",
+              "capabilities": {"transfers": {"requested": True}}}
+    with pytest.raises(stripe.InvalidRequestError, match="without the `card_payments`"):
+        client.v1.accounts.create(params)
+    account = client.v1.accounts.create(
+        {**params, "tos_acceptance": {"service_agreement": "recipient"}})
+    assert account.tos_acceptance.service_agreement == "recipient"
+    with pytest.raises(stripe.InvalidRequestError, match="card_payments"):
+        client.v1.accounts.create({**params, "tos_acceptance": {
+            "service_agreement": "recipient"}, "capabilities": {
+            "transfers": {"requested": True}, "card_payments": {"requested": True}}})
+    fake_stripe.complete_onboarding(account.id)
+    assert client.v1.transfers.create({"amount": 100, "currency": "usd",
+                                       "destination": account.id}).amount == 100
+
+
+def test_a_transfer_abroad_to_a_full_agreement_account_is_refused(fake_stripe, client):
+    account = fake_stripe.add_account(country="GB")
+    fake_stripe.complete_onboarding(account["id"])
+    with pytest.raises(stripe.InvalidRequestError, match="under the `full` service agreement"):
+        client.v1.transfers.create({"amount": 100, "currency": "usd",
+                                    "destination": account["id"]})
+
+
+def test_a_website_without_a_public_host_is_refused_and_the_refusal_is_saved(fake_stripe,
+                                                                           client):
+    params = {"controller": CONTROLLER, "country": "US",
+              "business_profile": {"url": "http://localhost:8000"}}
+    for _ in range(2):  # the second answer is the saved one, replayed
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            client.v1.accounts.create(params, {"idempotency_key": "acct-1"})
+        assert (caught.value.code, caught.value.param) == ("url_invalid",
+                                                           "business_profile[url]")
+    assert fake_stripe.requests[-1]["status"] == 400 and not fake_stripe.accounts
+    with pytest.raises(stripe.IdempotencyError):  # corrected, but under the same key
+        client.v1.accounts.create({**params, "business_profile": {
+            "url": "https://brightpath.example"}}, {"idempotency_key": "acct-1"})
+
+
+def test_the_answer_speaks_the_requested_api_version(fake_stripe, client):
+    client.v1.accounts.list()
+    assert fake_stripe.requests[-1]["headers"]["Stripe-Version"] == stripe_api.API_VERSION
+    odd = stripe.StripeClient(API_KEY, base_addresses={"api": fake_stripe.url},
+                              stripe_version="yesterday")
+    with pytest.raises(stripe.InvalidRequestError, match="Invalid Stripe API version"):
+        odd.v1.accounts.list()

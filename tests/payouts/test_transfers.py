@@ -428,7 +428,7 @@ def test_a_departed_partners_debt_is_recovered_by_reversing_its_transfer(
     assert entry.amount_minor == 100_000
     assert Balance.objects.get(partner=world.partner, currency="USD").amount_minor == 0
     reversal_post = [r for r in fake_stripe.requests if r["path"].endswith("/reversals")][0]
-    assert reversal_post["headers"]["Idempotency-Key"] == f"recover-{payout.public_id}-0-100000"
+    assert reversal_post["headers"]["Idempotency-Key"] == f"recover-{payout.public_id}-after-0"
     with pytest.raises(ServiceError, match="owes nothing"):
         recovery.recover_by_reversal(world.member("operator", "finance"), world.partner, "USD")
 
