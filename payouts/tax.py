@@ -471,13 +471,15 @@ def entry_source(entry: LedgerEntry) -> dict:
     if entry.commission_id:
         c = entry.commission
         # A deal of the built-in pipeline or closed by hand goes by our referral's id, which
-        # tells a partner nothing: only a CRM's own deal id is worth showing.
+        # tells a partner reading the page nothing: only a CRM's own deal id is shown there
+        # (the CSV keeps every id, for reconciling).
         ours = c.external_deal_id == str(c.referral.public_id)
         return {"vendor": c.vendor.name, "deal": c.deal_name or c.external_deal_id,
-                "deal_id": "" if ours else c.external_deal_id, "payout": ""}
+                "deal_id": c.external_deal_id, "crm_deal_id": "" if ours else c.external_deal_id,
+                "payout": ""}
     if entry.payout_id:
         p = entry.payout
         return {"vendor": "", "deal": f"Payout of {p.commission_count} commission"
                                       f"{'' if p.commission_count == 1 else 's'}",
-                "deal_id": "", "payout": str(p.public_id)}
-    return {"vendor": "", "deal": "", "deal_id": "", "payout": ""}
+                "deal_id": "", "crm_deal_id": "", "payout": str(p.public_id)}
+    return {"vendor": "", "deal": "", "deal_id": "", "crm_deal_id": "", "payout": ""}
