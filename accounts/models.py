@@ -320,13 +320,18 @@ class Notification(models.Model):
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True)
     url = models.CharField(max_length=300, blank=True)
+    # What a notification that asks for an action is about ("payout_batch:<id>:approval"):
+    # once anyone does it, accounts.notifications.resolve() marks every copy read.
+    subject = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     read_at = models.DateTimeField(null=True, blank=True)
 
     objects = NotificationQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["user", "network", "read_at", "-created_at"])]
+        indexes = [models.Index(fields=["user", "network", "read_at", "-created_at"]),
+                   models.Index(fields=["subject"], name="notification_open_subject",
+                                condition=Q(read_at__isnull=True) & ~Q(subject=""))]
 
     def __str__(self):
         return self.title

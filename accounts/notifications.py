@@ -2,10 +2,15 @@
 
 Callers pass users and a kind from KINDS; everything is written in the caller's transaction and
 the emails leave after commit.
+
+A notification that asks for an action ("a payout batch awaits your approval") names what it is
+about in `subject`; the service that does the action calls `resolve(subject)`, which marks every
+recipient's copy read, so nobody is left with a request someone else already handled.
 """
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Notification, NotificationMute
 from partnerhub.mail import send_templated_email
@@ -31,7 +36,7 @@ KINDS = [
     ("attribution_changed", "A deal's attribution to one of our referrals changes"),
     ("commissions_payable", "Commissions are ready for our approval"),
     ("commission_rejected", "The vendor rejects one of our commissions"),
-    ("payout_batch", "A payout batch needs my approval or was sent"),
+    ("payout_batch", "A payout batch needs my approval, was sent or failed"),
     ("payout_sent", "A payout to us is sent"),
     ("payout_failed", "A payout to us fails"),
     ("payout_account", "Our payout account needs attention"),
@@ -40,8 +45,9 @@ KIND_LABELS = dict(KINDS)
 
 
 def notify(users, kind: str, *, network_id, title: str, body: str = "", url: str = "",
-           exclude_user=None) -> int:
-    """Notify each distinct active user once. Returns how many were notified."""
+           exclude_user=None, subject: str = "") -> int:
+    """Notify each distinct active user once. Returns how many were notified. `subject` names
+    the action a notification asks for, for `resolve()`."""
     if kind not in KIND_LABELS:
         raise ValueError(f"unknown notification kind {kind!r}")
     recipients = {u.pk: u for u in users if u is not None and u.is_active}
@@ -51,7 +57,7 @@ def notify(users, kind: str, *, network_id, title: str, body: str = "", url: str
         return 0
     created = Notification.objects.bulk_create([
         Notification(user_id=pk, network_id=network_id, kind=kind, title=title[:200],
-                     body=body, url=url)
+                     body=body, url=url, subject=subject)
         for pk in recipients
     ])
     by_user = {n.user_id: n for n in created}
@@ -68,6 +74,16 @@ def notify(users, kind: str, *, network_id, title: str, body: str = "", url: str
                 "preferences_url": settings.SITE_URL + "/notifications/preferences/",
             })
     return len(recipients)
+
+
+def resolve(subject: str) -> int:
+    """What the notifications about `subject` asked for is done (someone approved the batch,
+    no commission is left to approve): every recipient's unread copy is marked read. Runs in the
+    caller's transaction. Returns how many were marked."""
+    if not subject:
+        return 0
+    return Notification.objects.filter(subject=subject, read_at__isnull=True).update(
+        read_at=timezone.now())
 
 
 def unread_count(user, network_id) -> int:

@@ -186,7 +186,8 @@ CELERY_BEAT_SCHEDULE = {
                            "schedule": crontab(minute=15)},
     "commission-reconcile": {"task": "payouts.tasks.reconcile_commissions",
                              "schedule": crontab(hour=3, minute=30)},
-    "payout-sweep": {"task": "payouts.tasks.sweep_stuck_payouts", "schedule": 10 * 60},
+    # Every minute: it also makes the automatic retries of transient transfer failures.
+    "payout-sweep": {"task": "payouts.tasks.sweep_stuck_payouts", "schedule": 60},
     "payout-batch-sweep": {"task": "payouts.tasks.sweep_stuck_batches", "schedule": 5 * 60},
     "common-name-words": {"task": "attribution.tasks.recount_common_words",
                           "schedule": crontab(hour=2, minute=45)},

@@ -1,15 +1,27 @@
-"""Vendor finance approves (or rejects, with a reason) payable commissions, one or many."""
+"""Vendor finance approves (or rejects, with a reason) payable commissions, one or many. Once
+none is left payable, the vendor's "commissions are ready for approval" notifications are
+done for everyone."""
 
 from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit, roles
 from accounts.errors import ServiceError
-from accounts.notifications import notify
+from accounts.notifications import notify, resolve
 from accounts.services.guards import require
 from payouts.ledger import commission_entry, post
 from payouts.models import Commission
 from referrals.services.events import members_with
+
+
+def payable_subject(vendor_id: int) -> str:
+    """The vendor's "commissions are ready for approval" notifications (payouts.tasks)."""
+    return f"commissions_payable:{vendor_id}"
+
+
+def _resolve_when_none_payable(vendor_id: int) -> None:
+    if not Commission.objects.filter(vendor_id=vendor_id, status=Commission.PAYABLE).exists():
+        resolve(payable_subject(vendor_id))
 
 
 @transaction.atomic
@@ -29,6 +41,8 @@ def approve_commissions(actor, public_ids) -> int:
         audit.record("commission.approved", commission, actor=actor,
                      after={"amount_minor": commission.amount_minor,
                             "currency": commission.currency})
+    for vendor_id in {commission.vendor_id for commission in rows}:
+        _resolve_when_none_payable(vendor_id)
     return len(rows)
 
 
@@ -52,6 +66,7 @@ def reject_commission(actor, commission: Commission, reason: str) -> Commission:
                            f"Rejected: {reason}", actor=actor.user)])
     audit.record("commission.rejected", commission, actor=actor,
                  before={"status": before}, after={"status": commission.status, "reason": reason})
+    _resolve_when_none_payable(commission.vendor_id)
     users = members_with(commission.partner_id, roles.PARTNER, roles.COMMISSION_VIEW)
     transaction.on_commit(lambda: notify(
         users, "commission_rejected", network_id=commission.network_id,

@@ -35,7 +35,7 @@ from django.utils import timezone
 from accounts import audit, roles
 from accounts.errors import ServiceError
 from accounts.models import Membership
-from accounts.notifications import notify
+from accounts.notifications import notify, resolve
 from accounts.permissions import can
 from accounts.services.guards import require
 from partnerhub.money import format_money
@@ -204,6 +204,11 @@ def _nothing_to_pay(period_end: date, reasons: Counter) -> str:
 
 def batch_url(batch: PayoutBatch) -> str:
     return reverse("payouts:batch_detail", args=[batch.public_id])
+
+
+def approval_subject(batch: PayoutBatch) -> str:
+    """The "awaits your approval" notifications, done once anyone approves or cancels."""
+    return f"payout_batch:{batch.public_id}:approval"
 
 
 class CommissionsChanged(ServiceError):
@@ -398,7 +403,7 @@ def _build(batch: PayoutBatch, actor) -> None:
               f"approval",
         body=f"{batch.payout_count} payout(s): {summary}. Built by "
              f"{creator.get_full_name()}.",
-        url=url))
+        url=url, subject=approval_subject(batch)))
 
 
 def _locked(batch: PayoutBatch) -> PayoutBatch:
@@ -427,6 +432,7 @@ def approve_batch(actor, batch: PayoutBatch) -> PayoutBatch:
                      before={"status": PayoutBatch.DRAFT},
                      after={"status": batch.status, "totals": batch.totals,
                             "payouts": batch.payout_count})
+        resolve(approval_subject(batch))
         batch_id = batch.pk
         transaction.on_commit(lambda: _enqueue_send(batch_id))
     return batch
@@ -458,6 +464,7 @@ def request_cancel(actor, batch: PayoutBatch) -> PayoutBatch:
         batch.save(update_fields=["status", "cancelled_at"])
         audit.record("payout_batch.cancelled", batch, actor=actor,
                      before={"status": PayoutBatch.DRAFT}, after={"status": batch.status})
+        resolve(approval_subject(batch))
         batch_id = batch.pk
         transaction.on_commit(lambda: _enqueue("cancel_payout_batch", batch_id))
     return batch

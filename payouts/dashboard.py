@@ -57,5 +57,6 @@ def money_tile(membership, *, compute: bool = True) -> dict | None:
     batches = PayoutBatch.objects.visible_to(membership)
     return {"side": "operator", "title": "Payouts", "unbatched": _sums(unbatched),
             "awaiting_approval": batches.filter(status=PayoutBatch.DRAFT).count(),
+            # Failed payouts that wait for a person (not those Stripe will be asked again).
             "failed": Payout.objects.visible_to(membership).filter(
-                status=Payout.FAILED).count()}
+                status=Payout.FAILED, next_attempt_at__isnull=True).count()}

@@ -219,19 +219,29 @@ class PayoutBatch(models.Model):
 
     Building and cancelling run in Celery (payouts.batches): a batch is `building` from the
     request until the task has gathered it (then `draft`, or `build_failed` with the reason in
-    `build_error`), and `cancelling` from the decision until its commissions are released."""
+    `build_error`), and `cancelling` from the decision until its commissions are released.
+
+    Once sending has started the status summarises the payouts (payouts.transfers.
+    refresh_batch_status, whenever one changes): `sending` while a transfer is under way or an
+    automatic retry is planned, then `sent` (every payout that went out is paid),
+    `partly_failed`, `failed` (nothing paid) or `cancelled` (finance cancelled every payout)."""
 
     DRAFT, APPROVED, SENDING, SENT, CANCELLED = "draft", "approved", "sending", "sent", "cancelled"
     BUILDING, BUILD_FAILED, CANCELLING = "building", "build_failed", "cancelling"
+    PARTLY_FAILED, FAILED = "partly_failed", "failed"
     STATUSES = [(BUILDING, "Building"), (BUILD_FAILED, "Build failed"),
                 (DRAFT, "Awaiting approval"), (APPROVED, "Approved"), (SENDING, "Sending"),
-                (SENT, "Sent"), (CANCELLING, "Cancelling"), (CANCELLED, "Cancelled")]
-    IN_PROGRESS = (BUILDING, CANCELLING)  # a task is (or should be) working on the batch
+                (SENT, "Sent"), (PARTLY_FAILED, "Partly failed"), (FAILED, "Failed"),
+                (CANCELLING, "Cancelling"), (CANCELLED, "Cancelled")]
+    # A task is (or should be) working on the batch: its pages follow it.
+    IN_PROGRESS = (BUILDING, APPROVED, SENDING, CANCELLING)
+    # Sending has started: the payouts may be sent (and retried); the status follows them.
+    STARTED = (SENDING, SENT, PARTLY_FAILED, FAILED)
 
     public_id = public_id_field()
     network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="+")
     period_end = models.DateField(help_text="Commissions released on or before this day.")
-    status = models.CharField(max_length=12, choices=STATUSES, default=DRAFT)
+    status = models.CharField(max_length=16, choices=STATUSES, default=DRAFT)
     build_error = models.TextField(blank=True, help_text="Why the build failed, for finance.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                    related_name="+")
@@ -304,6 +314,12 @@ class Payout(models.Model):
     # refusal for 24 hours); a retry then sends under the next key (see payouts/transfers.py).
     key_generation = models.PositiveIntegerField(default=1)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # After a transient failure (Stripe unreachable, 5xx, 429): when the sweep sends it again,
+    # with backoff, until `transient_failures` passes SEND_MAX_RETRIES (payouts/transfers.py).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    transient_failures = models.PositiveIntegerField(
+        default=0, help_text="Transient failures in a row since the payout was last started "
+                             "(by the batch or by finance's Retry).")
     paid_at = models.DateTimeField(null=True, blank=True)
     reversed_minor = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
@@ -319,7 +335,10 @@ class Payout(models.Model):
                    models.Index(fields=["stripe_transfer_id"]),
                    # The yearly tax report: what was paid in a calendar year.
                    models.Index(fields=["network", "paid_at"], name="payout_paid_in_period",
-                                condition=Q(status__in=["paid", "reversed"]))]
+                                condition=Q(status__in=["paid", "reversed"])),
+                   # The sweep's automatic retries that are due.
+                   models.Index(fields=["next_attempt_at"], name="payout_retry_due",
+                                condition=Q(next_attempt_at__isnull=False))]
         ordering = ["-created_at", "-pk"]
 
     def __str__(self):

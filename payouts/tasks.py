@@ -26,13 +26,15 @@ def release_commissions() -> int:
                .values("vendor_id", "network_id").annotate(n=Count("pk")))
     released = ledger.release_due(now)
     if released:
+        from payouts.approvals import payable_subject
         from referrals.services.events import members_with
 
         for row in due:
             notify(members_with(row["vendor_id"], roles.VENDOR, roles.COMMISSION_APPROVE),
                    "commissions_payable", network_id=row["network_id"],
                    title=f"{row['n']} commission(s) are ready for approval",
-                   url="/commissions/?status=payable")
+                   url="/commissions/?status=payable",
+                   subject=payable_subject(row["vendor_id"]))
     return released
 
 
@@ -53,14 +55,6 @@ def reconcile_commissions(hours: int = 48) -> int:
 
 # --- Sending payouts and Stripe events (payouts.transfers, payouts.webhooks) ---------------
 
-SEND_MAX_RETRIES = 6
-
-
-def send_backoff(retries: int) -> int:
-    """30 s, 1 min, 2 min, 4 min, ... capped at 30 min."""
-    return min(30 * 2 ** retries, 30 * 60)
-
-
 @shared_task
 def send_batch(batch_id: int) -> int:
     """An approved batch: start sending (one send_payout task per ready payout)."""
@@ -69,27 +63,25 @@ def send_batch(batch_id: int) -> int:
     return len(transfers.send_batch(batch_id))
 
 
-@shared_task(bind=True, acks_late=True, max_retries=SEND_MAX_RETRIES)
-def send_payout(self, payout_id: int) -> str:
-    """Send one payout. Transient Stripe failures retry with exponential backoff; when the
-    retries run out the payout stays failed with Stripe's message for finance (and the task
-    ends quietly, so a batch's other payouts are not disturbed)."""
+@shared_task(acks_late=True)
+def send_payout(payout_id: int) -> str:
+    """Send one payout. Whatever Stripe answers is recorded on the payout and nothing is raised
+    (with eager Celery a retry raised out of `.delay()` would be lost): a transient failure
+    plans the next attempt in the database, with backoff, which `sweep_stuck_payouts` makes
+    when it is due; after the last one, or a refusal, the payout stays failed with Stripe's
+    message for finance."""
     from payouts import transfers
 
-    try:
-        payout = transfers.send_payout(payout_id)
-    except transfers.TransientFailure as exc:
-        if self.request.retries >= self.max_retries:
-            return "failed"
-        raise self.retry(exc=exc, countdown=send_backoff(self.request.retries)) from exc
+    payout = transfers.send_payout(payout_id)
     return payout.status if payout is not None else "skipped"
 
 
 @shared_task
 def sweep_stuck_payouts() -> int:
-    """Every 10 minutes: payouts stuck in sending are sent again (safe: same idempotency key,
-    and the transfer group is searched first), and Stripe events whose processing failed are
-    applied again."""
+    """Every minute: failed payouts whose automatic retry is due and payouts stuck in sending
+    are sent again (safe: same idempotency key, and the transfer group is searched first),
+    approved batches whose send task was lost start, and Stripe events whose processing failed
+    are applied again."""
     from payouts import transfers, webhooks
 
     webhooks.reprocess_pending()

@@ -1,12 +1,15 @@
-"""Sending payouts: one Stripe Transfer per payout, exactly once.
+"""Sending payouts: one Stripe Transfer per payout, exactly once; the batch's status follows.
 
-A payout moves `ready -> sending -> paid` (or `failed`, retried by the task or by finance; or
-`cancelled`). The rules that make "exactly once" hold across crashes, retries and duplicate
-tasks:
+A payout moves `ready -> sending -> paid` (or `failed`; or `cancelled`). After a transient
+failure (Stripe unreachable, 5xx, 429) the payout records when to try again (`next_attempt_at`,
+with backoff, SEND_MAX_RETRIES times) and the every-minute sweep sends it then, with a worker or
+with eager Celery alike: nothing is raised out of the task, so an eager `.delay()` never loses a
+retry. A refusal (or the last transient failure) waits for finance's Retry or Cancel. The rules
+that make "exactly once" hold across crashes, retries and duplicate tasks:
 
-1. Claim first: a conditional UPDATE (ready|failed, or sending for longer than STUCK_AFTER ->
-   sending, attempts + 1) is committed before Stripe is called, so two workers never send the
-   same payout at the same time.
+1. Claim first: a conditional UPDATE (ready, failed with its automatic attempt due, or sending
+   for longer than STUCK_AFTER -> sending, attempts + 1) is committed before Stripe is called,
+   so two workers never send the same payout at the same time.
 2. One idempotency key per payout (`payout.idempotency_key`): a retry after a lost answer gets
    Stripe's first answer back instead of a second transfer. A Stripe refusal is saved under its
    key and replayed for 24 hours, so after one the next attempt uses a new key generation
@@ -16,22 +19,36 @@ tasks:
    the 24-hour idempotency window and the `transfer.created` webhook racing our own commit.
 4. Recording is one transaction on the locked payout row, and the ledger allows one `paid`
    entry per payout.
+
+A batch that started sending gets its status from its payouts in one place,
+`refresh_batch_status` (the counts and the rule are in payouts.batch_status), called whenever
+one of them changes.
 """
 
+import logging
+from dataclasses import asdict
 from datetime import timedelta
 
 import stripe
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
-from django.urls import NoReverseMatch, reverse
+from django.db.models import F, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts import audit, roles
 from accounts.errors import ServiceError
-from accounts.notifications import notify
+from accounts.notifications import notify, resolve
 from accounts.services.guards import require
 from partnerhub.money import format_money
 from payouts import ledger, stripe_api
+from payouts.batch_status import (
+    UNDER_WAY,
+    Progress,
+    batch_progress,
+    failure_reason,
+    failures_subject,
+    payouts_text,
+)
 from payouts.models import (
     Commission,
     LedgerEntry,
@@ -43,7 +60,10 @@ from payouts.models import (
 from payouts.tax import profile_problems
 from referrals.services.events import members_with
 
+log = logging.getLogger(__name__)
+
 STUCK_AFTER = timedelta(minutes=10)
+SEND_MAX_RETRIES = 6  # automatic retries after transient failures (7 attempts in all)
 SENDABLE = (Payout.READY, Payout.FAILED)
 COMMISSIONS_CHANGED = ("A commission in this payout changed after the batch was built; cancel "
                        "this payout and build a new batch")
@@ -51,13 +71,15 @@ EARNINGS_URL = "/earnings/"
 ACCOUNT_URL = "/payout-account/"
 
 
-class TransientFailure(Exception):
-    """Stripe could not be reached or asked us to come back later. The payout is recorded as
-    failed with the message (finance sees it) and the task tries again with backoff."""
+def send_backoff(failures: int) -> int:
+    """Seconds from a failed attempt to the next, after `failures` earlier transient failures
+    in a row: 30 s, 1 min, 2 min, 4 min, ... capped at 30 min."""
+    return min(30 * 2 ** failures, 30 * 60)
 
-    def __init__(self, failure: stripe_api.Failure):
-        super().__init__(failure.message)
-        self.failure = failure
+
+def payout_subject(payout: Payout) -> str:
+    """Notifications asking someone to fix what stopped this payout (accounts.notifications)."""
+    return f"payout:{payout.public_id}:failed"
 
 
 # --- Batches ------------------------------------------------------------------------------
@@ -79,56 +101,90 @@ def send_batch(batch_id: int) -> list[int]:
         ids = list(batch.payouts.filter(status=Payout.READY).order_by("pk")
                    .values_list("pk", flat=True))
         for payout_id in ids:
-            # robust: one payout's trouble (an eager run's retry) never holds up the others
+            # robust: one payout's trouble (an unexpected error) never holds up the others
             transaction.on_commit(lambda pk=payout_id: tasks.send_payout.delay(pk),
                                   robust=True)
-    finish_batch(batch_id)
+    refresh_batch_status(batch_id)
     return ids
 
 
-def finish_batch(batch_id: int) -> bool:
-    """A sending batch with no payout left ready or sending is sent. One conditional UPDATE."""
-    left = Payout.objects.filter(batch_id=OuterRef("pk"),
-                                 status__in=(Payout.READY, Payout.SENDING))
+def refresh_batch_status(batch_id: int) -> str | None:
+    """The one place a batch that started sending gets its status, from its payouts (see
+    PayoutBatch); called whenever one of them changes. Returns the status, or None for a batch
+    that has not started sending. A change is audited, ends the notices of earlier failures,
+    and an outcome is told to whoever built and approved the batch."""
+    payouts = Payout.objects.filter(batch_id=batch_id)
+    # While transfers are under way (most calls) nothing changes: no lock, two small reads.
+    if (PayoutBatch.objects.filter(pk=batch_id, status=PayoutBatch.SENDING).exists()
+            and payouts.filter(UNDER_WAY).exists()):
+        return PayoutBatch.SENDING
     with transaction.atomic():
-        done = (PayoutBatch.objects.filter(pk=batch_id, status=PayoutBatch.SENDING)
-                .filter(~Exists(left)).update(status=PayoutBatch.SENT, sent_at=timezone.now()))
-        if done:
-            batch = PayoutBatch.objects.select_related("created_by", "approved_by").get(
-                pk=batch_id)
-            counts = dict(batch.payouts.order_by().values_list("status")
-                          .annotate(n=Count("pk")))
-            audit.record("payout_batch.sent", batch, network_id=batch.network_id, after=counts)
-            failed = counts.get(Payout.FAILED, 0)
-            transaction.on_commit(lambda: notify(
-                [batch.created_by, batch.approved_by], "payout_batch",
-                network_id=batch.network_id,
-                title=f"Payout batch sent: {counts.get(Payout.PAID, 0)} paid"
-                      + (f", {failed} failed" if failed else ""),
-                url=_url("payouts:batch_detail", batch.public_id)))
-    return bool(done)
+        batch = (PayoutBatch.objects.select_for_update()
+                 .filter(pk=batch_id, status__in=PayoutBatch.STARTED).first())
+        if batch is None:
+            return None
+        progress = batch_progress(batch_id)
+        status = progress.status
+        if status == batch.status:
+            return status
+        before, batch.status = batch.status, status
+        fields = ["status"]
+        if status in (PayoutBatch.SENT, PayoutBatch.PARTLY_FAILED) and batch.sent_at is None:
+            # Sending ended with money out (a finance retry may end it again later).
+            batch.sent_at = timezone.now()
+            fields.append("sent_at")
+        elif status == PayoutBatch.CANCELLED:
+            batch.cancelled_at = timezone.now()
+            fields.append("cancelled_at")
+        batch.save(update_fields=fields)
+        audit.record(f"payout_batch.{status}", batch, network_id=batch.network_id,
+                     before={"status": before}, after=asdict(progress))
+        resolve(failures_subject(batch))
+        _tell_outcome(batch, progress)
+    return status
 
 
-def _url(name: str, *args) -> str:
-    """A page of the batches or earnings screens (built alongside this module), if it exists."""
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return ""
+def _tell_outcome(batch: PayoutBatch, progress: Progress) -> None:
+    paid, failed = progress.paid, progress.failed
+    titles = {
+        PayoutBatch.SENT: f"Payout batch sent: {payouts_text(paid)} paid",
+        PayoutBatch.PARTLY_FAILED: f"Payout batch partly failed: {payouts_text(paid)} paid, "
+                                   f"{failed} failed",
+        PayoutBatch.FAILED: f"Payout batch failed: {payouts_text(failed)} failed, nothing was "
+                            f"paid",
+    }
+    if batch.status not in titles:
+        return  # sending again, or closed by finance cancelling every payout
+    body, subject = "", ""
+    if failed:
+        body = (f"{failure_reason(batch.pk)} Retry or cancel the failed payouts on the batch "
+                f"page.")
+        subject = failures_subject(batch)
+    people = [batch.created_by, batch.approved_by]
+    title = titles[batch.status]
+    url = reverse("payouts:batch_detail", args=[batch.public_id])
+    transaction.on_commit(lambda: notify(people, "payout_batch", network_id=batch.network_id,
+                                         title=title, body=body, url=url, subject=subject))
+
+
+# payouts.webhooks calls it by its earlier name.
+finish_batch = refresh_batch_status
 
 
 # --- One payout ---------------------------------------------------------------------------
 
 def send_payout(payout_id: int) -> Payout | None:
     """Send one payout (the `send_payout` task). Returns the payout, or None when there was
-    nothing to do (already paid, cancelled, being sent by someone else). Raises
-    TransientFailure when the task should try again later."""
+    nothing to do (already paid, cancelled, being sent by someone else, failed and not due).
+    Whatever Stripe answers is recorded on the payout, never raised: a transient failure
+    plans the next automatic attempt."""
     now = timezone.now()
-    claimable = Q(status__in=SENDABLE) | Q(status=Payout.SENDING,
-                                           last_attempt_at__lt=now - STUCK_AFTER)
+    claimable = (Q(status=Payout.READY) | Q(status=Payout.FAILED, next_attempt_at__lte=now)
+                 | Q(status=Payout.SENDING, last_attempt_at__lt=now - STUCK_AFTER))
     claimed = (Payout.objects.filter(claimable, pk=payout_id,
-                                     batch__status__in=(PayoutBatch.SENDING, PayoutBatch.SENT))
-               .update(status=Payout.SENDING, attempts=F("attempts") + 1, last_attempt_at=now))
+                                     batch__status__in=PayoutBatch.STARTED)
+               .update(status=Payout.SENDING, attempts=F("attempts") + 1, last_attempt_at=now,
+                       next_attempt_at=None))
     if not claimed:
         return None
     payout = Payout.objects.select_related("batch", "partner").get(pk=payout_id)
@@ -137,8 +193,13 @@ def send_payout(payout_id: int) -> Payout | None:
         code, message = blocked
         _fail(payout, code, message, notify_partner=code in ("no_account", "account_not_ready",
                                                              "tax_profile"))
-        finish_batch(payout.batch_id)
-        return payout
+    else:
+        payout = _transfer(payout)
+    refresh_batch_status(payout.batch_id)
+    return payout
+
+
+def _transfer(payout: Payout) -> Payout:
     account = PayoutAccount.objects.get(partner_id=payout.partner_id)
     try:
         client = stripe_api.client()
@@ -149,19 +210,13 @@ def send_payout(payout_id: int) -> Payout | None:
             ).to_dict()
     except ServiceError as error:  # no API key on this server
         _fail(payout, "not_configured", error.message)
-        finish_batch(payout.batch_id)
         return payout
     except stripe.StripeError as error:
         failure = stripe_api.classify(error)
         _fail(payout, failure.code, failure.message, key_spent=key_spent(error, failure),
               transient=failure.transient)
-        finish_batch(payout.batch_id)
-        if failure.transient:
-            raise TransientFailure(failure) from error
         return payout
-    payout = record_transfer(payout.pk, transfer)
-    finish_batch(payout.batch_id)
-    return payout
+    return record_transfer(payout.pk, transfer)
 
 
 def check_sendable(payout: Payout) -> tuple[str, str] | None:
@@ -256,8 +311,11 @@ def record_transfer(payout_id: int, transfer: dict, *, source: str = "api") -> P
         payout.stripe_transfer_id = transfer["id"]
         payout.stripe_account_id = transfer.get("destination") or ""
         payout.failure_code, payout.failure_message = "", ""
+        payout.next_attempt_at = None
         payout.save(update_fields=["status", "paid_at", "stripe_transfer_id",
-                                   "stripe_account_id", "failure_code", "failure_message"])
+                                   "stripe_account_id", "failure_code", "failure_message",
+                                   "next_attempt_at"])
+        resolve(payout_subject(payout))
         Commission.objects.filter(payout=payout, status=Commission.APPROVED).update(
             status=Commission.PAID)
         ledger.post([LedgerEntry(
@@ -280,43 +338,59 @@ def record_transfer(payout_id: int, transfer: dict, *, source: str = "api") -> P
 
 def _fail(payout: Payout, code: str, message: str, *, transient: bool = False,
           key_spent: bool = False, notify_partner: bool = False) -> bool:
+    """Record a failed attempt of the claimed payout. After a transient failure the next
+    automatic attempt is planned (counted from this attempt's start), until the failures in a
+    row pass SEND_MAX_RETRIES."""
+    failures = payout.transient_failures + 1 if transient else 0
+    retry_at = None
+    if transient and failures <= SEND_MAX_RETRIES:
+        retry_at = payout.last_attempt_at + timedelta(seconds=send_backoff(failures - 1))
     with transaction.atomic():
         done = Payout.objects.filter(pk=payout.pk, status=Payout.SENDING).update(
             status=Payout.FAILED, failure_code=code[:64], failure_message=message,
-            key_generation=F("key_generation") + (1 if key_spent else 0))
+            key_generation=F("key_generation") + (1 if key_spent else 0),
+            transient_failures=failures, next_attempt_at=retry_at)
         if not done:
             return False  # recorded as paid meanwhile (the webhook)
         payout.status, payout.failure_code, payout.failure_message = Payout.FAILED, code, message
+        payout.transient_failures, payout.next_attempt_at = failures, retry_at
         audit.record("payout.failed", payout, network_id=payout.network_id,
                      after={"code": code, "message": message, "transient": transient,
-                            "key_spent": key_spent, "attempts": payout.attempts})
+                            "key_spent": key_spent, "attempts": payout.attempts,
+                            "next_attempt_at": retry_at})
         if notify_partner:
             users = members_with(payout.partner_id, roles.PARTNER, roles.PAYOUT_VIEW)
             amount = format_money(payout.amount_minor, payout.currency)
             transaction.on_commit(lambda: notify(
                 users, "payout_failed", network_id=payout.network_id,
                 title=f"We could not send your payout of {amount}", body=message,
-                url=ACCOUNT_URL))
+                url=ACCOUNT_URL, subject=payout_subject(payout)))
     return True
 
 
 # --- Finance actions ----------------------------------------------------------------------
 
 def retry_payout(actor, payout: Payout) -> Payout:
-    """Finance sends a failed payout again (after fixing what stopped it)."""
+    """Finance sends a failed payout again now (after fixing what stopped it, or without
+    waiting for its automatic attempt), with a new round of automatic retries. Returns the
+    payout as it is after the attempt when Celery runs eagerly (the quickstart), ready while a
+    worker has it; whatever Stripe answers is recorded on it, never raised."""
     from payouts import tasks
 
     require(actor, roles.PAYOUT_MANAGE, payout)
     with transaction.atomic():
         done = (Payout.objects.filter(pk=payout.pk, status=Payout.FAILED,
-                                      batch__status__in=(PayoutBatch.SENDING, PayoutBatch.SENT))
-                .update(status=Payout.READY))
+                                      batch__status__in=PayoutBatch.STARTED)
+                .update(status=Payout.READY, next_attempt_at=None, transient_failures=0))
         if not done:
             raise ServiceError("Only a failed payout of a batch being sent can be retried.")
         payout.refresh_from_db()
         audit.record("payout.retried", payout, actor=actor,
                      after={"previous_failure": payout.failure_message})
-        transaction.on_commit(lambda: tasks.send_payout.delay(payout.pk))
+        refresh_batch_status(payout.batch_id)
+        # robust: an unexpected error in an eager run is logged; the payout shows its state
+        transaction.on_commit(lambda: tasks.send_payout.delay(payout.pk), robust=True)
+    payout.refresh_from_db()
     return payout
 
 
@@ -340,34 +414,50 @@ def cancel_payout(actor, payout: Payout) -> Payout:
                                "paid, not cancelled.")
     with transaction.atomic():
         done = Payout.objects.filter(pk=payout.pk, status__in=SENDABLE).update(
-            status=Payout.CANCELLED)
+            status=Payout.CANCELLED, next_attempt_at=None)
         if not done:
             raise ServiceError("This payout is being sent or was paid meanwhile.")
+        resolve(payout_subject(payout))
         released = (Commission.objects.filter(payout_id=payout.pk)
                     .exclude(status=Commission.PAID).update(payout=None))
         payout.refresh_from_db()
         audit.record("payout.cancelled", payout, actor=actor,
                      after={"commissions_released": released,
                             "amount_minor": payout.amount_minor, "currency": payout.currency})
-    finish_batch(payout.batch_id)
+    refresh_batch_status(payout.batch_id)
     return payout
 
 
 def sweep_stuck(now=None) -> list[int]:
-    """Payouts left sending for longer than STUCK_AFTER (a worker died between the claim and
-    the commit) are sent again; the idempotency key and the transfer-group lookup make that
-    safe. Ready payouts of a batch that started sending long ago (a lost task) too."""
+    """The every-minute sweep (beat): sends what should be moving and is not. Failed payouts
+    whose automatic attempt is due; payouts left sending for longer than STUCK_AFTER (a worker
+    died between the claim and the commit); ready payouts of a batch that started sending
+    long ago, and approved batches that never started (lost tasks). The claim, the idempotency
+    key and the transfer-group lookup make each of them safe. Returns the payouts sent."""
     from payouts import tasks
 
     now = now or timezone.now()
     cutoff = now - STUCK_AFTER
+    for batch_id in PayoutBatch.objects.filter(
+            status=PayoutBatch.APPROVED, approved_at__lt=cutoff).values_list("pk", flat=True):
+        _run(tasks.send_batch, batch_id)
     ids = list(Payout.objects.filter(
-        Q(status=Payout.SENDING, last_attempt_at__lt=cutoff)
+        Q(status=Payout.FAILED, next_attempt_at__lte=now)
+        | Q(status=Payout.SENDING, last_attempt_at__lt=cutoff)
         | Q(status=Payout.READY, batch__status=PayoutBatch.SENDING, batch__approved_at__lt=cutoff)
     ).order_by("pk").values_list("pk", flat=True)[:500])
     for payout_id in ids:
-        tasks.send_payout.delay(payout_id)
+        _run(tasks.send_payout, payout_id)
     for batch_id in PayoutBatch.objects.filter(status=PayoutBatch.SENDING).values_list(
             "pk", flat=True):
-        finish_batch(batch_id)
+        refresh_batch_status(batch_id)
     return ids
+
+
+def _run(task, item_id: int) -> None:
+    """Queue one sweep item (with eager Celery: run it here); one item's unexpected error is
+    logged and never stops the others."""
+    try:
+        task.delay(item_id)
+    except Exception:  # noqa: BLE001 - logged with its traceback; the next sweep tries again
+        log.exception("The payout sweep could not run %s(%s)", task.name, item_id)

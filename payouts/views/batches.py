@@ -3,10 +3,14 @@ batch" form, one batch (totals, payouts by status, carried-over reasons, failure
 message and a retry), the approve / cancel actions and a CSV of the batch. Admins and finance
 act; the auditor reads everything and changes nothing; every other role gets a 404.
 
-Building and cancelling run in Celery: the pages only ask for them, then follow the batch with
-a small htmx partial that polls itself every 2 seconds while the batch is in progress."""
+Building, cancelling and sending run in Celery: the pages only ask for them, then follow the
+batch with a small htmx partial that polls itself while the batch is in progress. After
+approving or retrying, the message says what happened: with eager Celery (the quickstart) the
+transfers ran during the request, so it reads the batch afterwards; with a worker it says what
+is under way."""
 
 import csv
+from datetime import UTC
 
 from django import forms
 from django.contrib import messages
@@ -26,7 +30,8 @@ from accounts.permissions import get_object_for, permissions_of
 from partnerhub.csvutil import Echo, safe_cell
 from partnerhub.money import exponent, from_minor
 from partnerhub.pagination import paginate, querystring_without_page
-from payouts import batches
+from payouts import batch_status, batches
+from payouts.batch_status import as_sentence, failure_reason, payouts_text
 from payouts.models import Payout, PayoutBatch
 
 
@@ -87,12 +92,7 @@ def _list(request, new_form=None, status=200):
         queryset = queryset.none()  # an unreadable filter never widens the list
     elif form.is_bound and form.cleaned_data["status"]:
         queryset = queryset.filter(status=form.cleaned_data["status"])
-    # Sent batches can hold failed payouts: count them per row (one correlated COUNT,
-    # served by the payout (batch, status) index).
-    failed = Payout.objects.filter(batch=OuterRef("pk"), status=Payout.FAILED).order_by() \
-        .values("batch").annotate(n=Count("pk")).values("n")[:1]
-    queryset = (queryset.select_related("created_by", "approved_by")
-                .annotate(failed_count=Coalesce(Subquery(failed), 0))
+    queryset = (_with_failed_count(queryset.select_related("created_by", "approved_by"))
                 .order_by("-created_at", "-pk"))
     page = paginate(request, queryset)
     may_build = roles.PAYOUT_MANAGE in permissions_of(membership)
@@ -102,6 +102,15 @@ def _list(request, new_form=None, status=200):
         "form": form, "page": page, "querystring": querystring_without_page(request),
         "new_form": new_form if may_build else None,
     }, status=status)
+
+
+def _with_failed_count(queryset):
+    """Failed payouts that wait for a person (no automatic attempt planned), per batch: one
+    correlated COUNT, served by the payout (batch, status) index."""
+    failed = Payout.objects.filter(batch=OuterRef("pk"), status=Payout.FAILED,
+                                   next_attempt_at__isnull=True).order_by() \
+        .values("batch").annotate(n=Count("pk")).values("n")[:1]
+    return queryset.annotate(failed_count=Coalesce(Subquery(failed), 0))
 
 
 @membership_required
@@ -157,7 +166,7 @@ def batch_detail(request, public_id):
     draft = batch.status == PayoutBatch.DRAFT
     creator = batches.is_creator(membership, batch)
     return render(request, "payouts/batch_detail.html", {
-        "batch": batch, "form": form, "page": page,
+        "batch": batch, "form": form, "page": page, "progress": _progress(batch),
         "querystring": querystring_without_page(request),
         "status_counts": [(s, label, counts[s]) for s, label in Payout.STATUSES if counts.get(s)],
         "reasons": batches.CARRY_REASONS,
@@ -171,7 +180,7 @@ def batch_detail(request, public_id):
 @membership_required
 @require_GET
 def batch_progress(request, public_id):
-    """The in-progress partial (htmx), polling itself every 2 s while the batch builds or
+    """The in-progress partial (htmx), polling itself while the batch builds, sends or
     cancels. On the list (`?on=list`, the default) it is the batch's row, which stops polling
     once the batch is done; on the batch page (`?on=detail`) the page reloads when it is."""
     batch = _get_batch(request, public_id)
@@ -180,17 +189,64 @@ def batch_progress(request, public_id):
     if request.GET.get("on") == "detail":
         if not batch.is_in_progress:
             return HttpResponseClientRefresh()
-        return render(request, "payouts/partials/batch_progress.html", {"batch": batch})
-    return render(request, "payouts/partials/batch_row.html", {"b": batch})
+        return render(request, "payouts/partials/batch_progress.html",
+                      {"batch": batch, "progress": _progress(batch)})
+    row = _with_failed_count(PayoutBatch.objects.select_related("created_by", "approved_by")
+                             .filter(pk=batch.pk)).get()
+    return render(request, "payouts/partials/batch_row.html", {"b": row})
+
+
+def _progress(batch):
+    """The payouts' progress while the batch is being sent (None otherwise: no query)."""
+    if batch.status not in (PayoutBatch.APPROVED, PayoutBatch.SENDING):
+        return None
+    return batch_status.batch_progress(batch.pk)
 
 
 @membership_required
 @require_POST
 def batch_approve(request, public_id):
     batch = _get_batch(request, public_id, roles.PAYOUT_APPROVE)
-    return _act(request, lambda: batches.approve_batch(request.membership, batch),
-                "Approved: the transfers are on their way.",
-                redirect("payouts:batch_detail", batch.public_id))
+    try:
+        batches.approve_batch(request.membership, batch)
+    except PermissionDenied:
+        raise Http404 from None
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        batch.refresh_from_db()  # with eager Celery (quickstart) the transfers ran on commit
+        messages.add_message(request, *_after_approval(batch))
+    return redirect("payouts:batch_detail", batch.public_id)
+
+
+def _when(moment) -> str:
+    return f"{moment.astimezone(UTC):%H:%M} UTC" if moment else "shortly"
+
+
+def _after_approval(batch) -> tuple[int, str]:
+    """(message level, words) for what happened to the transfers of a just-approved batch."""
+    progress = batch_status.batch_progress(batch.pk)
+    if batch.status == PayoutBatch.APPROVED or progress.under_way:
+        waiting = progress.under_way or batch.payout_count
+        return messages.INFO, (f"Approved: the transfers are on their way — "
+                               f"{payouts_text(waiting)} {'is' if waiting == 1 else 'are'} "
+                               f"being sent; this page updates itself.")
+    paid, failed = progress.paid, progress.failed
+    if batch.status == PayoutBatch.SENT:
+        return messages.SUCCESS, f"Approved and sent: {payouts_text(paid)} paid."
+    reason = failure_reason(batch.pk)
+    if batch.status == PayoutBatch.FAILED:
+        return messages.ERROR, (f"Approved, but no transfer went out: {payouts_text(failed)} "
+                                f"failed — {reason} Retry below once the cause is fixed.")
+    if batch.status == PayoutBatch.PARTLY_FAILED:
+        return messages.WARNING, (f"Approved, but {failed} of {payouts_text(paid + failed)} "
+                                  f"failed — {reason} The others were paid; retry or cancel "
+                                  f"the failed ones below.")
+    # Sending, every remaining payout waiting for its automatic retry.
+    done = f" {payouts_text(paid)} paid." if paid else ""
+    return messages.WARNING, (f"Approved, but {payouts_text(progress.retrying)} could not be "
+                              f"sent yet — {reason} It is tried again automatically from "
+                              f"{_when(progress.next_attempt_at)}.{done}")
 
 
 @membership_required
@@ -209,8 +265,29 @@ def payout_retry(request, public_id):
     payout = _get_payout(request, public_id)
     from payouts import transfers  # the transfers work owns retries
 
-    return _act(request, lambda: transfers.retry_payout(request.membership, payout),
-                "Sending again.", redirect("payouts:batch_detail", payout.batch.public_id))
+    try:
+        transfers.retry_payout(request.membership, payout)
+    except PermissionDenied:
+        raise Http404 from None
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        payout.refresh_from_db()  # with eager Celery (quickstart) the attempt ran on commit
+        messages.add_message(request, *_after_retry(payout))
+    return redirect("payouts:batch_detail", payout.batch.public_id)
+
+
+def _after_retry(payout) -> tuple[int, str]:
+    message = as_sentence(payout.failure_message or "The transfer failed")
+    if payout.status == Payout.PAID:
+        return messages.SUCCESS, "Paid: the transfer went out."
+    if payout.status == Payout.FAILED and payout.next_attempt_at:
+        return messages.WARNING, (f"Stripe could not take the transfer yet — {message} It is "
+                                  f"tried again automatically from "
+                                  f"{_when(payout.next_attempt_at)}.")
+    if payout.status == Payout.FAILED:
+        return messages.ERROR, f"The payout failed again — {message}"
+    return messages.INFO, "Sending again. This page updates itself."
 
 
 @membership_required

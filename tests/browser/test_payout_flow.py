@@ -115,7 +115,7 @@ def test_partner_connects_finance_pays_a_batch_partner_sees_it_paid(page: Page, 
     page.get_by_role("button", name="Approve and send").click()
     # Wait for the approval's own page before reloading: reloading while the POST is still
     # navigating detaches the page (seen in CI).
-    expect(page.get_by_text("Approved: the transfers are on their way.")).to_be_visible()
+    expect(page.get_by_text("Approved and sent: 1 payout paid.")).to_be_visible()
     page.reload()
     expect(page.locator("table").get_by_text("Paid", exact=True).first).to_be_visible()
     transfers = stripe.transfers_to(account_id)
@@ -132,3 +132,34 @@ def test_partner_connects_finance_pays_a_batch_partner_sees_it_paid(page: Page, 
     expect(page.locator("tr", has_text="$4,800.00")).to_contain_text(transfers[0]["id"])
     payout = Payout.objects.get()
     assert (payout.status, payout.stripe_transfer_id) == (Payout.PAID, transfers[0]["id"])
+
+
+def test_a_batch_that_sent_nothing_says_so_and_a_retry_pays_it(page: Page, scene, settings):
+    """Without a Stripe key the only payout fails: the approver is told so in words, not with
+    "the transfers are on their way", and the batch reads Failed; once Stripe is configured,
+    Retry pays it and the page says what happened."""
+    from payouts import approvals, batches
+    from tests.fakes.stripe import API_KEY
+    from tests.payouts.test_transfers import complete_tax_profile, connect_partner
+
+    partner = scene["owner"].organization
+    complete_tax_profile(partner)
+    account = connect_partner(None, scene["stripe"], partner)
+    approvals.approve_commissions(scene["finance"], [scene["commission"].public_id])
+    batch = batches.build_batch(scene["builder"], timezone.now().date())
+    settings.STRIPE_API_KEY = ""
+
+    log_in(page, scene["approver"])
+    page.goto(f"/payout-batches/{batch.public_id}/")
+    page.get_by_role("button", name="Approve and send").click()
+    expect(page.locator(".flash.error")).to_contain_text(
+        "Approved, but no transfer went out: 1 payout failed — Payouts are not configured on "
+        "this server")
+    expect(page.locator(".page-head .badge")).to_have_text("Failed")
+
+    settings.STRIPE_API_KEY = API_KEY
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".flash.success")).to_have_text("Paid: the transfer went out.")
+    expect(page.locator(".page-head .badge")).to_have_text("Sent")
+    transfers = scene["stripe"].transfers_to(account.stripe_account_id)
+    assert [(t["amount"], t["currency"]) for t in transfers] == [(480_000, "usd")]
