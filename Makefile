@@ -27,7 +27,17 @@ migrate: install
 seed: migrate
 	$(BIN)/python manage.py seed_demo
 
+# With eager Celery (the quick start: no REDIS_URL) there is no worker, and beat runs beside the
+# server: it executes each due job inline (Task.apply_async honours task_always_eager). It stops
+# with the server. With Redis, run `make worker` and `make beat` instead.
 run: seed
+	@if $(BIN)/python manage.py shell -v 0 -c "from django.conf import settings; \
+	raise SystemExit(not settings.CELERY_TASK_ALWAYS_EAGER)"; then \
+	  mkdir -p var; \
+	  $(BIN)/celery -A partnerhub --quiet beat --loglevel WARNING \
+	    --schedule var/celerybeat-schedule & \
+	  trap "kill $$! 2>/dev/null" EXIT INT TERM; \
+	fi; \
 	$(BIN)/python manage.py runserver $(HOST)
 
 # Runs against PostgreSQL and Redis from DATABASE_URL / REDIS_URL (default: the local services).
