@@ -9,7 +9,7 @@ from django.utils import timezone
 from accounts import audit, roles
 from accounts.errors import ServiceError
 from accounts.models import Membership
-from accounts.notifications import notify
+from accounts.notifications import notify, resolve
 from accounts.services.guards import require
 from integrations.crypto import CredentialsUnreadable
 from integrations.models import CrmConnection, SyncRecord
@@ -90,6 +90,7 @@ def connect(actor: Membership, *, provider: str, credentials: dict, base_url: st
     audit.record("crm.connected", connection, actor=actor, after={
         "provider": provider, "object_mode": object_mode, "base_url": connection.base_url,
         "credential_fields": sorted(credentials)})
+    resolve(credentials_subject(vendor.pk))  # a new connection replaces the broken one
     return connection
 
 
@@ -118,6 +119,7 @@ def test_connection(actor: Membership, connection: CrmConnection) -> str:
         CrmConnection.objects.filter(pk=connection.pk).update(
             status=CrmConnection.ACTIVE, last_error="", last_success_at=timezone.now())
         requeue_auth_failures(connection)
+        resolve(credentials_subject(connection.vendor_id))
     return description
 
 
@@ -190,4 +192,11 @@ def mark_connection_error(connection: CrmConnection, message: str) -> None:
                "crm_connection_error", network_id=connection.vendor.network_id,
                title=f"{connection.get_provider_display()} rejected our credentials",
                body=f"The CRM answered: {message}\nReferrals wait until you reconnect.",
-               url=reverse("integrations:connection"))
+               url=reverse("integrations:connection"),
+               subject=credentials_subject(connection.vendor_id))
+
+
+def credentials_subject(vendor_id: int) -> str:
+    """What a "CRM rejected our credentials" notification asks for: a working connection
+    (resolved by a successful test or a new connection)."""
+    return f"crm:{vendor_id}:credentials"

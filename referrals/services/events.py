@@ -66,7 +66,14 @@ def members_with(org_id: int, kind: str, permission: str):
     return [m.user for m in users]
 
 
-def notify_vendor_deciders(referral, kind: str, title: str, body: str = "", exclude=None):
+def decision_subject(referral) -> str:
+    """What a "new referral" notification asks the vendor's deciders for (notifications
+    `resolve` it once someone accepts, rejects, or the partner withdraws)."""
+    return f"referral:{referral.public_id}:decide"
+
+
+def notify_vendor_deciders(referral, kind: str, title: str, body: str = "", exclude=None,
+                           subject: str = ""):
     users = members_with(referral.vendor_id, roles.VENDOR, roles.REFERRAL_ACCEPT)
     # Assigned sales reps, while they are still active members of the vendor.
     active = Membership.objects.filter(organization_id=referral.vendor_id,
@@ -74,7 +81,7 @@ def notify_vendor_deciders(referral, kind: str, title: str, body: str = "", excl
     users += [a.user for a in referral.assignments.filter(user_id__in=active)
               .select_related("user")]
     notify(users, kind, network_id=referral.network_id, title=title, body=body,
-           url=referral_url(referral), exclude_user=exclude)
+           url=referral_url(referral), exclude_user=exclude, subject=subject)
 
 
 def notify_submitter(referral, kind: str, title: str, body: str = "", exclude=None):

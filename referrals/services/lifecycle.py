@@ -19,12 +19,13 @@ from guardian.shortcuts import assign_perm
 from accounts import audit, roles
 from accounts.errors import ServiceError
 from accounts.models import Membership, Organization
-from accounts.notifications import notify
+from accounts.notifications import notify, resolve
 from accounts.services.guards import require
 from referrals import conflicts
 from referrals.models import Enrolment, Program, Referral, TimelineEntry
 from referrals.normalize import normalize_company_name, normalize_domain
 from referrals.services.events import (
+    decision_subject,
     notify_submitter,
     notify_vendor_deciders,
     record_transition,
@@ -186,7 +187,8 @@ def submit_referral(actor: Membership, program: Program, data: ReferralData,
             referral, "referral_submitted",
             f"New referral from {referral.partner.name}: {referral.company_name}",
             "Conflicts with an earlier registration: decide which partner holds the account."
-            if referral.conflict else "", exclude=actor.user)
+            if referral.conflict else "", exclude=actor.user,
+            subject=decision_subject(referral))
     if program.auto_accept and not referral.conflict:
         _accept(referral, actor=None)
     return referral
@@ -238,6 +240,7 @@ def withdraw_referral(actor: Membership, referral: Referral, reason: str = "") -
     referral.closed_at = timezone.now()
     referral.save(update_fields=["status", "closed_at", "updated_at"])
     record_transition(referral, actor, from_status, body=reason.strip())
+    resolve(decision_subject(referral))  # nothing left for the vendor to decide
     notify_vendor_deciders(referral, "referral_withdrawn",
                            f"{referral.partner.name} withdrew {referral.company_name}",
                            reason.strip(), exclude=actor.user)
@@ -259,6 +262,7 @@ def _accept(referral, actor) -> None:
     referral.save(update_fields=["status", "decided_at", "protected_until", "updated_at"])
     record_transition(referral, actor, from_status,
                       extra={"protected_until": referral.protected_until.isoformat()})
+    resolve(decision_subject(referral))
     _push_to_crm(referral, "accepted")
     notify_submitter(referral, "referral_accepted",
                      f"{referral.vendor.name} accepted {referral.company_name}",
@@ -291,6 +295,7 @@ def reject_referral(actor: Membership, referral: Referral, code: str, text: str)
     label = dict(Referral.REJECTION_REASONS)[code]
     record_transition(referral, actor, from_status, body=f"{label}. {text}".strip(),
                       extra={"reason": code})
+    resolve(decision_subject(referral))
     notify_submitter(referral, "referral_rejected",
                      f"{referral.vendor.name} rejected {referral.company_name}",
                      f"Reason: {label}. {text}".strip())

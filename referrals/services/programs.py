@@ -7,7 +7,7 @@ from django.utils import timezone
 from accounts import audit, roles
 from accounts.errors import ServiceError
 from accounts.models import Membership
-from accounts.notifications import notify
+from accounts.notifications import notify, resolve
 from accounts.services.guards import require
 from referrals.models import OPTIONAL_FIELDS, Enrolment, Program
 from referrals.services.events import members_with
@@ -76,8 +76,13 @@ def request_enrolment(actor: Membership, program: Program) -> Enrolment:
         notify(members_with(program.vendor_id, roles.VENDOR, roles.PROGRAM_MANAGE),
                "enrolment_requested", network_id=program.vendor.network_id,
                title=f"{actor.organization.name} asks to join {program.name}",
-               url=reverse("referrals:program_detail", args=[program.public_id]))
+               url=reverse("referrals:program_detail", args=[program.public_id]),
+               subject=_enrolment_subject(enrolment))
     return enrolment
+
+
+def _enrolment_subject(enrolment: Enrolment) -> str:
+    return f"enrolment:{enrolment.pk}:decide"
 
 
 @transaction.atomic
@@ -92,6 +97,7 @@ def decide_enrolment(actor: Membership, enrolment: Enrolment, approve: bool) -> 
     enrolment.save(update_fields=["status", "decided_by", "decided_at"])
     audit.record("enrolment.approved" if approve else "enrolment.declined", enrolment,
                  actor=actor, after={"status": enrolment.status})
+    resolve(_enrolment_subject(enrolment))
     notify(members_with(enrolment.partner_id, roles.PARTNER, roles.PROGRAM_ENROL),
            "enrolment_decided", network_id=enrolment.partner.network_id,
            title=(f"You are enrolled in {enrolment.program.name}" if approve
