@@ -213,7 +213,7 @@ def _transfer(payout: Payout) -> Payout:
         return payout
     except stripe.StripeError as error:
         failure = stripe_api.classify(error)
-        _fail(payout, failure.code, failure.message, key_spent=key_spent(error, failure),
+        _fail(payout, failure.code, failure.message, key_spent=failure.answer_saved,
               transient=failure.transient)
         return payout
     return record_transfer(payout.pk, transfer)
@@ -263,20 +263,6 @@ def transfer_key(payout: Payout) -> str:
     """The payout's idempotency key, in a new generation after each answer Stripe saved as a
     refusal (it would replay that refusal for 24 hours)."""
     return payout.transfer_key
-
-
-def key_spent(error: stripe.StripeError, failure: stripe_api.Failure) -> bool:
-    """Did Stripe save this answer under the key? Refusals (4xx after the request ran) and
-    5xx answers it marks not worth retrying are replayed; connection errors, rate limits and
-    lock timeouts are not."""
-    if failure.http_status is None or failure.http_status in (401, 409, 429):
-        return False
-    if not failure.transient:
-        return True
-    headers = getattr(error, "headers", None) or {}
-    should_retry = next((v for k, v in headers.items() if k.lower() == "stripe-should-retry"),
-                        None)
-    return should_retry == "false"
 
 
 def find_transfer(client, payout: Payout) -> dict | None:
