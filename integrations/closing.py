@@ -113,7 +113,7 @@ def _check(referral, outcome, closed_on, amount_minor, now) -> None:
     if submitted and closed_on < submitted:
         raise ServiceError(f"The deal cannot close before it was registered "
                            f"({submitted:%-d %B %Y}).", field="closed_on")
-    if outcome == DealSnapshot.WON and not amount_minor or (amount_minor or 0) < 0:
+    if (outcome == DealSnapshot.WON and not amount_minor) or (amount_minor or 0) < 0:
         raise ServiceError("Enter the amount the deal was won for.", field="amount")
 
 

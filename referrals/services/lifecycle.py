@@ -53,7 +53,7 @@ REINSTATEMENTS = {Referral.REJECTED: {Referral.ACCEPTED}, Referral.EXPIRED: {Ref
 VERBS = {Referral.SUBMITTED: "submitted", Referral.ACCEPTED: "accepted",
          Referral.REJECTED: "rejected", Referral.WITHDRAWN: "withdrawn",
          Referral.WON: "marked won", Referral.LOST: "marked lost", Referral.EXPIRED: "expired"}
-# Statuses a referral stands in once its deal closed, and where a person may close it by hand.
+# Where a closed deal leaves a referral (closed_at is set and the submitter is told).
 CLOSED_BY_DEAL = (Referral.WON, Referral.LOST)
 EDITABLE = (Referral.DRAFT, Referral.SUBMITTED)
 WARN_DAYS_BEFORE_EXPIRY = 7
