@@ -7,11 +7,10 @@ console email. DJANGO_ENV=production refuses insecure defaults.
 from pathlib import Path
 
 import dj_database_url
-import dj_email_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from partnerhub.env import envbool, envint, envlist, envstr
+from partnerhub.env import envbool, envemail, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -196,8 +195,7 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Email -----------------------------------------------------------------------------
-_email_url = envstr("EMAIL_URL", "smtp://localhost:25" if PRODUCTION else "console:")
-vars().update(dj_email_url.parse(_email_url))
+vars().update(envemail("EMAIL_URL", "smtp://localhost:25" if PRODUCTION else "console:"))
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "PartnerHub <no-reply@partnerhub.localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
