@@ -44,7 +44,9 @@ def post(entries: list[LedgerEntry]) -> list[LedgerEntry]:
     transaction (the balance rows are locked, so concurrent posts serialize per partner)."""
     if not entries:
         return []
-    assert transaction.get_connection().in_atomic_block, "post() needs a transaction"
+    if not transaction.get_connection().in_atomic_block:
+        # An explicit check, not `assert`: that would vanish under `python -O`.
+        raise transaction.TransactionManagementError("ledger.post() needs a transaction")
     created = LedgerEntry.objects.bulk_create(entries)
     moves = defaultdict(int)
     for entry in entries:
