@@ -7,7 +7,6 @@ beyond holding a membership here; `visible_to` narrows to the user and the netwo
 from django.contrib import messages
 from django.db import transaction
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.decorators import membership_required
@@ -15,6 +14,7 @@ from accounts.models import Notification, NotificationMute
 from accounts.notifications import KINDS
 from accounts.permissions import get_object_for
 from partnerhub.pagination import paginate
+from partnerhub.redirects import is_local_url
 
 
 @membership_required
@@ -29,14 +29,9 @@ def notifications(request):
 def notification_open(request, public_id):
     notification = get_object_for(request.membership, Notification, public_id)
     Notification.objects.visible_to(request.membership).filter(pk=notification.pk).mark_read()
-    if _is_local_path(notification.url):
+    if is_local_url(notification.url):
         return redirect(notification.url)
     return redirect("accounts:notifications")
-
-
-def _is_local_path(url: str) -> bool:
-    # Only paths on this site: no scheme, no host, and no "//host" or "/\host" tricks.
-    return url.startswith("/") and url_has_allowed_host_and_scheme(url, allowed_hosts=None)
 
 
 @membership_required

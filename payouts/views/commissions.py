@@ -4,7 +4,7 @@ import uuid
 
 from django.contrib import messages
 from django.shortcuts import redirect, render
-from django.urls import path
+from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import roles
@@ -12,6 +12,7 @@ from accounts.decorators import require_permission
 from accounts.errors import ServiceError
 from accounts.permissions import can, get_object_for
 from partnerhub.pagination import paginate, querystring_without_page
+from partnerhub.redirects import safe_next
 from payouts.approvals import approve_commissions, reject_commission
 from payouts.forms import CommissionFilterForm, RejectForm
 from payouts.models import Commission, LedgerEntry
@@ -55,7 +56,7 @@ def commission_approve(request):
         skipped = len(ids) - count
         messages.success(request, f"{count} commission(s) approved." + (
             f" {skipped} could not be (no longer payable)." if skipped else ""))
-    return redirect(request.POST.get("next") or "payouts:commissions")
+    return redirect(safe_next(request, reverse("payouts:commissions")))
 
 
 def _detail(request, commission, reject_form=None, status=200):
