@@ -2,10 +2,12 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, reverse_lazy
 
+from accounts.password_reset import SiteURLPasswordResetForm
 from accounts.views.session import LoginView
 from partnerhub import views
 
-_reset = {"email_template_name": "emails/password_reset.txt",
+_reset = {"form_class": SiteURLPasswordResetForm,  # links from SITE_URL, not the Host header
+          "email_template_name": "emails/password_reset.txt",
           "html_email_template_name": "emails/password_reset.html",
           "subject_template_name": "emails/password_reset.subject.txt",
           "template_name": "accounts/password_reset.html",
