@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.core import signing
 from django.db import IntegrityError, transaction
 from django.urls import reverse
@@ -60,33 +61,30 @@ def existing_organization_for_domain(network, domain: str):
 
 
 @transaction.atomic
-def apply_for_organization(network, application: Application) -> Organization:
+def apply_for_organization(network, application: Application) -> Organization | None:
     """Create a pending organization with the applicant as its owner and send the verification
-    email. Refuses a domain that already has an organization in this network."""
+    email.
+
+    The answer must not tell a stranger whether an email has an account or a domain an
+    organization here. So when one of them does, nothing is created and the caller answers as
+    for a new application ("check your inbox"); the news goes by email instead, to the
+    mailbox of the address concerned: the existing account's owner hears that someone tried
+    to apply with their address, the applicant that their company is already here (and its
+    owners that someone asked). Returns None then."""
     if application.kind not in (roles.PARTNER, roles.VENDOR):
         raise ServiceError("Only partners and vendors can apply.")
     domain = registrable_domain(application.website)
     if not domain:
         raise ServiceError("Enter your company's website, e.g. acme.com.", field="website")
+    email = normalize_email(application.email)
+    existing_user = User.objects.filter(email=email).first()
+    if existing_user is not None:
+        _tell_about_an_application_in_use(network, application, existing_user)
+        return None
     existing = existing_organization_for_domain(network, domain)
     if existing is not None:
-        if existing.status == Organization.ACTIVE:
-            raise ServiceError(
-                f"{domain} already has an organization on this network. Ask your organization "
-                "owner for an invite instead of applying again.",
-                field="website",
-            )
-        raise ServiceError(
-            f"An application for {domain} is already waiting for review. Ask the person who "
-            "applied to invite you once it is approved.",
-            field="website",
-        )
-    email = normalize_email(application.email)
-    if User.objects.filter(email=email).exists():
-        raise ServiceError(
-            "An account with this email already exists. Log in, or reset your password.",
-            field="email",
-        )
+        _tell_about_a_domain_in_use(network, application, email, domain, existing)
+        return None
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -94,7 +92,7 @@ def apply_for_organization(network, application: Application) -> Organization:
                 email=email, password=application.password, full_name=application.full_name
             )
     except IntegrityError:  # a concurrent application with the same email won the race
-        raise ServiceError("An account with this email already exists.", field="email") from None
+        return None
     org = Organization.objects.create(
         network=network,
         kind=application.kind,
@@ -117,6 +115,31 @@ def apply_for_organization(network, application: Application) -> Organization:
     )
     send_verification_email(user, org)
     return org
+
+
+def _tell_about_an_application_in_use(network, application, user) -> None:
+    make_password(application.password)  # as long as creating the account would take
+    send_templated_email(user.email, "application_email_in_use", {
+        "user": user, "network": network, "company_name": application.company_name.strip(),
+        "login_url": settings.SITE_URL + reverse("login"),
+        "reset_url": settings.SITE_URL + reverse("password_reset"),
+    })
+
+
+def _tell_about_a_domain_in_use(network, application, email, domain, existing) -> None:
+    make_password(application.password)
+    send_templated_email(email, "application_domain_in_use", {
+        "full_name": application.full_name.strip(), "network": network, "domain": domain,
+        "pending": existing.status == Organization.PENDING,
+    })
+    owners = list(User.objects.filter(
+        memberships__organization=existing, memberships__status=Membership.ACTIVE,
+        memberships__role=roles.OWNER_ROLE[existing.kind]).values_list("email", flat=True))
+    send_templated_email(owners, "application_domain_attempt", {
+        "organization": existing, "network": network, "domain": domain, "email": email,
+        "full_name": application.full_name.strip(),
+        "team_url": settings.SITE_URL + reverse("accounts:team"),
+    })
 
 
 def verification_token(user) -> str:

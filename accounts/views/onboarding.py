@@ -11,7 +11,7 @@ from accounts import roles, services
 from accounts.decorators import require_permission
 from accounts.errors import ServiceError
 from accounts.forms import ApplicationForm, RejectForm
-from accounts.models import Membership, Organization
+from accounts.models import Membership, Organization, normalize_email
 from accounts.permissions import get_object_for
 from accounts.services.onboarding import Application
 from partnerhub.domains import email_domain, is_free_mail
@@ -45,14 +45,19 @@ def apply(request, kind):
         except ServiceError as exc:
             form.add_error(exc.field, exc.message)
         else:
-            user = org.memberships.get().user
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            # The same answer whether or not the email or the domain was already known (then
+            # `org` is None and the news went by email): nobody is logged in here. The
+            # verification link logs the applicant in, in this browser only.
+            request.session["applied_email"] = normalize_email(data["email"])
+            request.session["applied_user"] = (
+                str(org.memberships.get().user.public_id) if org is not None else "")
             return redirect("accounts:apply_done")
     return render(request, "accounts/apply.html", {"form": form, "kind": kind})
 
 
 def apply_done(request):
-    return render(request, "accounts/apply_done.html")
+    return render(request, "accounts/apply_done.html",
+                  {"email": request.session.get("applied_email", "")})
 
 
 def verify_email(request, token):
@@ -60,6 +65,12 @@ def verify_email(request, token):
         user = services.verify_email(token)
     except ServiceError as exc:
         return render(request, "accounts/verify_failed.html", {"error": exc.message}, status=400)
+    applied = request.session.get("applied_user")
+    if not request.user.is_authenticated and applied and applied == str(user.public_id):
+        # The browser that applied follows its own link: the link proves the mailbox, the
+        # session proves it is the applicant (the link alone never logs anyone in).
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        request.session.pop("applied_user", None)
     messages.success(request, f"Thanks, {user.get_short_name()}: your email is verified.")
     return redirect("home" if request.user.is_authenticated else "login")
 

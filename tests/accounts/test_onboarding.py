@@ -122,7 +122,7 @@ def test_only_partners_and_vendors_can_apply(network, django_capture_on_commit_c
     assert mail.outbox == []
 
 
-def test_applying_through_the_form_logs_the_applicant_in_and_sends_the_verification_email(
+def test_applying_through_the_form_sends_the_verification_email_whose_link_logs_in(
         network, client, django_capture_on_commit_callbacks):
     response = apply_via_view(client, django_capture_on_commit_callbacks)
 
@@ -133,7 +133,12 @@ def test_applying_through_the_form_logs_the_applicant_in_and_sends_the_verificat
     assert org.memberships.get().role == "owner"
     assert [m.to for m in mail.outbox] == [["lena@lumen-advisory.com"]]
     assert any(mimetype == "text/html" for _, mimetype in mail.outbox[0].alternatives)
-    # The new owner is logged in and sees their (pending) organization's dashboard.
+    # Nobody is logged in by the form (its answer must not differ for a known email, issue 17);
+    # the verification link, followed in this browser, logs the new owner in, and they see
+    # their (pending) organization's dashboard.
+    assert "_auth_user_id" not in client.session
+    with django_capture_on_commit_callbacks(execute=True):
+        client.get(verify_link(mail.outbox[0]))
     home = client.get("/")
     assert home.status_code == 200
     assert "Lumen Advisory" in text(home)
@@ -178,20 +183,21 @@ def test_bad_application_input_shows_form_errors(network, client,
     assert mail.outbox == []
 
 
-def test_applying_for_a_domain_with_an_active_org_points_to_an_invite(
+def test_applying_for_a_domain_with_an_active_org_points_to_an_invite_by_email(
         network, client, django_capture_on_commit_callbacks):
     OrganizationFactory(network=network, name="Lumen GmbH", website_domain="lumen-advisory.com")
 
     response = apply_via_view(client, django_capture_on_commit_callbacks,
                               website="https://eu.lumen-advisory.com/de")
 
-    assert response.status_code == 200
-    page = text(response)
-    assert "lumen-advisory.com already has an organization on this network" in page
-    assert "invite" in page
+    # The page answers as for any application (issue 17); the advice goes to the mailbox.
+    assert response.status_code == 302 and response["Location"] == "/apply-done/"
+    [advice] = mail.outbox
+    assert advice.to == ["lena@lumen-advisory.com"]
+    assert "lumen-advisory.com already has an organization on this network" in advice.body
+    assert "invite" in advice.body
     assert Organization.objects.filter(website_domain="lumen-advisory.com").count() == 1
     assert not User.objects.filter(email="lena@lumen-advisory.com").exists()
-    assert mail.outbox == []
 
 
 def test_applying_for_a_domain_with_a_pending_application_says_it_waits_for_review(
@@ -200,10 +206,13 @@ def test_applying_for_a_domain_with_a_pending_application_says_it_waits_for_revi
 
     response = apply_via_view(client, django_capture_on_commit_callbacks)
 
-    assert response.status_code == 200
-    assert "An application for lumen-advisory.com is already waiting for review" in text(response)
+    # The page answers as for any application (issue 17); the advice goes to the mailbox, and
+    # the pending application's founder hears that someone asked.
+    assert response.status_code == 302 and response["Location"] == "/apply-done/"
+    [advice] = [m for m in mail.outbox if m.to == ["lena@lumen-advisory.com"]]
+    assert "An application for lumen-advisory.com is already waiting for review" in advice.body
+    assert [m.to for m in mail.outbox if m is not advice] == [["founder@lumen-advisory.com"]]
     assert Organization.objects.filter(website_domain="lumen-advisory.com").count() == 1
-    assert mail.outbox == []
 
 
 def test_same_domain_in_another_network_does_not_block_an_application(
@@ -217,17 +226,19 @@ def test_same_domain_in_another_network_does_not_block_an_application(
     assert Organization.objects.filter(network=network, name="Lumen Advisory").exists()
 
 
-def test_applying_with_an_email_that_already_has_an_account_is_refused(
+def test_applying_with_an_email_that_already_has_an_account_is_refused_by_email(
         network, client, django_capture_on_commit_callbacks):
     UserFactory(email="lena@lumen-advisory.com")
 
     response = apply_via_view(client, django_capture_on_commit_callbacks,
                               email="LENA@lumen-advisory.com")
 
-    assert response.status_code == 200
-    assert "An account with this email already exists" in text(response)
+    # The page answers as for any application (issue 17); the account's owner is told.
+    assert response.status_code == 302 and response["Location"] == "/apply-done/"
     assert not Organization.objects.filter(name="Lumen Advisory").exists()
-    assert mail.outbox == []
+    [notice] = mail.outbox
+    assert notice.to == ["lena@lumen-advisory.com"]
+    assert "already has a PartnerHub account" in notice.body
 
 
 # --- Verifying the email --------------------------------------------------------------------
