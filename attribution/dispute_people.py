@@ -1,15 +1,13 @@
 """Who takes part in a dispute and hears about it: the disputing side, the vendor and the
 operators in scope; and the other partners of the deal, whom what a partner reads never names."""
 
-import re
-
 from django.urls import reverse
 
 from accounts import roles
-from accounts.errors import ServiceError
 from accounts.models import Membership, OrganizationPortfolioGrant
 from accounts.notifications import notify
 from attribution.models import AttributionCandidate, Dispute
+from referrals.other_partners import OtherPartner, check_no_other_partner, other_partners_of
 
 
 def dispute_url(dispute) -> str:
@@ -79,22 +77,31 @@ def notify_about(users, kind, dispute, title, body="", exclude=None):
 
 # --- Keeping partners apart ----------------------------------------------------------------
 
-def partner_names(dispute) -> set[str]:
-    """Other partners of the deal (or of the conflicting registration): never named in what
-    the disputing partner reads."""
-    names = set()
+def partner_names(dispute) -> list[OtherPartner]:
+    """Other partners of the deal (or of the conflicting registration, or that registered the
+    same account): never named in what the disputing partner reads."""
+    partners = {}
     if dispute.attribution_id:
-        names |= set(AttributionCandidate.objects.filter(attribution_id=dispute.attribution_id)
-                     .values_list("partner__name", flat=True))
-    if dispute.referral_id and dispute.referral.conflict_with_id:
-        names.add(dispute.referral.conflict_with.partner.name)
+        for name, domain in (AttributionCandidate.objects
+                             .filter(attribution_id=dispute.attribution_id)
+                             .values_list("partner__name", "partner__website_domain")):
+            partners[name] = OtherPartner(name, domain or "")
+    if dispute.referral_id:
+        for other in other_partners_of(dispute.referral):
+            partners[other.name] = other
     if dispute.side == Dispute.PARTNER:
-        names.discard(dispute.opened_by_org.name)
-    return {n for n in names if len(n) >= 3}
+        partners.pop(dispute.opened_by_org.name, None)
+    return list(partners.values())
 
 
-def check_no_names(text, names, field):
-    for name in names:
-        if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE):
-            raise ServiceError("Partners read this text: leave out the names of other partners "
-                               "(write “another partner”).", field=field)
+def check_no_names(text, partners, field, dispute=None):
+    """Refuse a text the disputing partner reads when it names another partner (by the
+    distinctive words of its name or its domain: referrals.other_partners)."""
+    readers = ()
+    if dispute is not None:
+        readers = [dispute.vendor.name]
+        if dispute.side == Dispute.PARTNER:
+            readers.append(dispute.opened_by_org.name)
+        if dispute.referral_id:
+            readers.append(dispute.referral.company_name)
+    check_no_other_partner(text, partners, field, readers_may_see=readers)

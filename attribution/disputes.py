@@ -217,7 +217,7 @@ def vendor_respond(actor, dispute: Dispute, text: str, files=()) -> Dispute:
     if dispute.side != Dispute.PARTNER:
         raise ServiceError("Only partners' disputes wait for the vendor's response.")
     text = _clean_text(text, "text", "Write your response")
-    check_no_names(text, partner_names(dispute), "text")
+    check_no_names(text, partner_names(dispute), "text", dispute)
     checked = check_evidence_files(files)
     from_status = _move(dispute, Dispute.VENDOR_RESPONDED)
     dispute.save(update_fields=["status", "updated_at"])
@@ -253,7 +253,7 @@ def post_message(actor, dispute: Dispute, body: str, files=()) -> DisputeMessage
         raise ServiceError("This dispute is closed.")
     body = _clean_text(body, "body", "Write a message")
     if actor.organization.kind != roles.PARTNER and dispute.side == Dispute.PARTNER:
-        check_no_names(body, partner_names(dispute), "body")
+        check_no_names(body, partner_names(dispute), "body", dispute)
     checked = check_evidence_files(files)
     entry = _entry(dispute, actor, body)
     attach(dispute, actor, checked, entry)
@@ -349,7 +349,7 @@ def resolve(actor, dispute: Dispute, outcome: str, resolution: str,
         raise ServiceError(f"This dispute is assigned to "
                            f"{dispute.assigned_to.user.get_full_name()}.")
     if dispute.side == Dispute.PARTNER:
-        check_no_names(resolution, partner_names(dispute), "resolution")
+        check_no_names(resolution, partner_names(dispute), "resolution", dispute)
     previous = new = None
     if dispute.attribution_id:
         previous, new = decide_attribution(actor, dispute, outcome, resolution,

@@ -24,6 +24,7 @@ from accounts.services.guards import require
 from referrals import conflicts
 from referrals.models import Enrolment, Program, Referral, TimelineEntry
 from referrals.normalize import normalize_company_name, normalize_domain
+from referrals.other_partners import check_referral_text
 from referrals.services.events import (
     decision_subject,
     notify_submitter,
@@ -286,6 +287,7 @@ def reject_referral(actor: Membership, referral: Referral, code: str, text: str)
     text = (text or "").strip()
     if code == "other" and not text:
         raise ServiceError("Explain the reason to the partner.", field="text")
+    check_referral_text(text, referral, "text")  # the partner reads it
     referral = _lock(referral)
     from_status = _move(referral, Referral.REJECTED)
     referral.rejection_code, referral.rejection_reason = code, text

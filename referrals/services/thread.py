@@ -7,6 +7,7 @@ from accounts.errors import PermissionDenied, ServiceError
 from accounts.models import Membership
 from accounts.permissions import can
 from referrals.models import Referral, TimelineEntry
+from referrals.other_partners import check_referral_text
 from referrals.services.events import notify_submitter, notify_vendor_deciders
 
 MAX_LENGTH = 5000
@@ -32,6 +33,8 @@ def post_message(actor: Membership, referral: Referral, body: str,
     from_vendor = actor.organization_id == referral.vendor_id
     if internal and not from_vendor:
         raise PermissionDenied()
+    if from_vendor and not internal:
+        check_referral_text(body, referral, "body")  # the partner reads it
     entry = TimelineEntry.objects.create(
         referral=referral, kind=TimelineEntry.NOTE if internal else TimelineEntry.MESSAGE,
         visibility=TimelineEntry.VENDOR_ONLY if internal else TimelineEntry.EVERYONE,

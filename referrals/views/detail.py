@@ -58,8 +58,11 @@ def _actions(membership, referral) -> dict:
 
 @require_permission(roles.REFERRAL_VIEW)
 def referral_detail(request, public_id):
+    return _render_detail(request, get_referral(request, public_id))
+
+
+def _render_detail(request, referral, status=200, **forms):
     membership = request.membership
-    referral = get_referral(request, public_id)
     is_vendor = membership.organization_id == referral.vendor_id
     actions = _actions(membership, referral)
     context = {
@@ -69,8 +72,8 @@ def referral_detail(request, public_id):
         "is_partner": membership.organization_id == referral.partner_id,
         "timeline": _timeline(membership, referral),
         "actions": actions,
-        "message_form": MessageForm(),
-        "reject_form": RejectReferralForm(),
+        "message_form": forms.get("message_form") or MessageForm(),
+        "reject_form": forms.get("reject_form") or RejectReferralForm(),
         "extend_form": ExtendForm(),
         "assignees": [a.user for a in referral.assignments.select_related("user")],
         "conflict_notice": conflict_notice(referral),
@@ -85,10 +88,12 @@ def referral_detail(request, public_id):
         context["later_conflicts"] = list(
             Referral.objects.visible_to(membership).filter(conflict_with=referral)
             .select_related("partner")[:10])
-    return render(request, "referrals/detail.html", context)
+    return render(request, "referrals/detail.html", context, status=status)
 
 
-def _run(request, referral, action, success):
+def _run(request, referral, action, success, form=None, form_name=None):
+    """Run one service; an error about a field of `form` goes back to that form on the page
+    (with what was typed), others to a flash."""
     try:
         action()
     except PermissionDenied:
@@ -96,6 +101,9 @@ def _run(request, referral, action, success):
 
         raise Http404 from None
     except ServiceError as exc:
+        if form is not None and exc.field and exc.field in form.fields:
+            form.add_error(exc.field, exc.message)
+            return _render_detail(request, referral, status=400, **{form_name: form})
         messages.error(request, exc.message)
     else:
         messages.success(request, success)
@@ -121,7 +129,7 @@ def referral_reject(request, public_id):
         return redirect("referrals:detail", referral.public_id)
     return _run(request, referral, lambda: services.reject_referral(
         request.membership, referral, form.cleaned_data["code"], form.cleaned_data["text"]),
-        "Rejected. The partner has been told why.")
+        "Rejected. The partner has been told why.", form, "reject_form")
 
 
 @membership_required
@@ -172,7 +180,7 @@ def referral_message(request, public_id):
     internal = form.cleaned_data["internal"]
     return _run(request, referral, lambda: services.post_message(
         request.membership, referral, form.cleaned_data["body"], internal=internal),
-        "Note saved." if internal else "Message sent.")
+        "Note saved." if internal else "Message sent.", form, "message_form")
 
 
 def detail_url(referral):

@@ -505,7 +505,9 @@ def test_the_notice_goes_once_the_vendor_decided_for_the_later_partner(world, re
     first = services.submit_referral(rep, acme, data())
     second = services.submit_referral(rival, acme, data())
     partnerships = world.member(VE, "partnerships")
-    services.reject_referral(partnerships, first, "other", "Summit brought them to us first")
+    # (Not "Summit brought them": what partners read never names the other partner, issue 17.)
+    services.reject_referral(partnerships, first, "other",
+                             "Another partner brought them to us first")
     services.accept_referral(partnerships, second)
     html = world.client_for(rival).get(
         reverse("referrals:detail", args=[second.public_id])).content.decode()
