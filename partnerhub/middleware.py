@@ -37,3 +37,22 @@ class TenancyMiddleware:
         request.memberships = memberships_in_network(request.user, request.network)
         request.membership = choose_membership(request)
         return self.get_response(request)
+
+
+class PermissionsPolicyMiddleware:
+    """Sends the Permissions-Policy header (settings.PERMISSIONS_POLICY) on every response:
+    the browser features no PartnerHub page uses are switched off, for frames too."""
+
+    def __init__(self, get_response):
+        from django.conf import settings
+
+        self.header = ", ".join(
+            f"{feature}=({' '.join(allow)})"
+            for feature, allow in settings.PERMISSIONS_POLICY.items())
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if self.header:
+            response.headers.setdefault("Permissions-Policy", self.header)
+        return response

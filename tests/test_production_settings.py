@@ -58,3 +58,22 @@ def test_production_refuses_stripe_without_a_webhook_secret():
     fine = manage("check", **GOOD, STRIPE_API_KEY="sk_live_example",
                   STRIPE_WEBHOOK_SECRET="whsec_example")
     assert fine.returncode == 0, fine.stderr
+
+
+def test_production_sends_the_content_security_and_permissions_policies():
+    script = ("from django.conf import settings as s; import json; print(json.dumps("
+              "[s.MIDDLEWARE, s.CONTENT_SECURITY_POLICY['DIRECTIVES'], s.PERMISSIONS_POLICY,"
+              " s.EMAIL_BACKEND, s.EMAIL_FILE_PATH], default=repr))")
+    result = manage("shell", "-c", script, **GOOD, EMAIL_URL="file:///var/mail/partnerhub")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    middleware, csp, permissions, backend, path = json.loads(result.stdout.splitlines()[-1])
+    assert "csp.middleware.CSPMiddleware" in middleware
+    assert "partnerhub.middleware.PermissionsPolicyMiddleware" in middleware
+    assert csp["script-src"][0] == csp["style-src"][0] == "'self'"
+    assert "NONCE" in csp["script-src"][1].upper() and "NONCE" in csp["style-src"][1].upper()
+    assert not any("unsafe" in source for sources in csp.values() for source in sources)
+    assert permissions["camera"] == [] and permissions["geolocation"] == []
+    assert (backend, path) == ("django.core.mail.backends.filebased.EmailBackend",
+                               "/var/mail/partnerhub")
