@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1:8000
 
-.PHONY: run test install install-dev worker beat lint migrate seed clean
+.PHONY: run test test-setup install install-dev worker beat lint migrate seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,13 @@ run: seed
 	$(BIN)/python manage.py runserver $(HOST)
 
 # Runs against PostgreSQL and Redis from DATABASE_URL / REDIS_URL (default: the local services).
-test: install-dev
+# test-setup first installs Chromium and starts the local services when it may (root or
+# passwordless sudo), or stops with one line saying what to run.
+test: test-setup install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-setup:
+	@PYTEST_ARGS='$(subst ','"'"',$(PYTEST_ARGS))' scripts/test-setup.sh
 
 worker: install
 	$(BIN)/celery -A partnerhub worker -Q default,crm,attribution,payouts -l info
