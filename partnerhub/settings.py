@@ -252,6 +252,9 @@ PERMISSIONS_POLICY = {feature: [] for feature in (
     "accelerometer", "autoplay", "camera", "display-capture", "geolocation", "gyroscope",
     "magnetometer", "microphone", "midi", "payment", "publickey-credentials-get",
     "screen-wake-lock", "serial", "usb", "xr-spatial-tracking")}
+# Where to report a security problem (/.well-known/security.txt): an email address or https
+# URL; empty means security@ the host of SITE_URL.
+SECURITY_CONTACT = envstr("SECURITY_CONTACT", "")
 if PRODUCTION:
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True

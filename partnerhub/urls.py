@@ -5,6 +5,7 @@ from django.urls import include, path, reverse_lazy
 from accounts.password_reset import SiteURLPasswordResetForm
 from accounts.views.session import LoginView
 from partnerhub import views
+from partnerhub.securitytxt import security_txt
 
 _reset = {"form_class": SiteURLPasswordResetForm,  # links from SITE_URL, not the Host header
           "email_template_name": "emails/password_reset.txt",
@@ -16,6 +17,7 @@ _reset = {"form_class": SiteURLPasswordResetForm,  # links from SITE_URL, not th
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path(".well-known/security.txt", security_txt, name="security_txt"),
     path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password-reset/", auth_views.PasswordResetView.as_view(**_reset),
