@@ -64,7 +64,10 @@ def seed(password: str, applied_at=None) -> list[Login]:
     if network is None:
         network = Network.objects.create(name=NETWORK_NAME, slug="default", is_default=True)
     network.name = NETWORK_NAME
-    network.save(update_fields=["name"])
+    # Every demo login works with its password alone: the demo does not enforce two-factor
+    # sign-in (new networks do). Anyone may still turn it on for themselves.
+    network.two_factor_policy = Network.TWO_FACTOR_OFF
+    network.save(update_fields=["name", "two_factor_policy"])
     now = timezone.now()  # the demo seed runs this half a year back (partnerhub.democlock)
     logins, orgs = [], {}
     for i, (slug, name, kind, domain, country, partner_type, role_names) in enumerate(

@@ -4,7 +4,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django_countries import countries
 
 from accounts import roles
-from accounts.models import Organization
+from accounts.models import Network, Organization
 
 _COUNTRY_CHOICES = [("", "Choose a country")] + list(countries)
 
@@ -123,6 +123,11 @@ class NetworkSettingsForm(forms.Form):
         required=False,
         label="Auto-approve applicants whose verified email domain matches their website",
         help_text="Free-mail domains never qualify. Auto-approvals are flagged for later review.",
+    )
+    two_factor_policy = forms.ChoiceField(
+        choices=Network.TWO_FACTOR_POLICIES, label="Two-factor sign-in",
+        help_text="Members who must use it and have not set it up yet are sent to set it up "
+        "right after their password. Anyone may turn it on for themselves.",
     )
 
 

@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django_countries.fields import CountryField
+from django_otp.models import Device, ThrottlingMixin
 from guardian.models import UserObjectPermissionBase
 
 from accounts import roles
@@ -93,6 +94,16 @@ class Network(models.Model):
         help_text="Approve applicants whose verified email domain matches their company website "
         "(free-mail domains excluded); such approvals are flagged for later review.",
     )
+    # Two-factor sign-in (accounts.twofactor). New networks require it of the roles flagged
+    # `requires_2fa`; the demo network turns it off so its logins work with a password alone.
+    TWO_FACTOR_OFF, TWO_FACTOR_ROLES, TWO_FACTOR_EVERYONE = "off", "roles", "everyone"
+    TWO_FACTOR_POLICIES = [
+        (TWO_FACTOR_OFF, "Optional for everyone"),
+        (TWO_FACTOR_ROLES, "Required for admins and finance of vendors and the operator"),
+        (TWO_FACTOR_EVERYONE, "Required for every member"),
+    ]
+    two_factor_policy = models.CharField(
+        max_length=10, choices=TWO_FACTOR_POLICIES, default=TWO_FACTOR_ROLES)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -349,3 +360,44 @@ class NotificationMute(models.Model):
 
     def __str__(self):
         return f"{self.user_id} mutes {self.kind}"
+
+
+class RecoveryCodeDevice(ThrottlingMixin, Device):
+    """A user's one-time recovery codes, as a django-otp device so that a session verified with
+    one is as verified as one verified with the authenticator app. django-otp's own static
+    device keeps its tokens in clear text; these are stored as SHA-256 digests (the codes are
+    80 random bits, so a digest cannot be reversed by trying them all)."""
+
+    class Meta(Device.Meta):
+        verbose_name = "recovery code set"
+
+    def get_throttle_factor(self):
+        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
+
+    def verify_token(self, token):
+        from accounts.twofactor import hash_recovery_code
+
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        code = self.codes.filter(code_hash=hash_recovery_code(token), used_at__isnull=True)\
+            .select_for_update().first()
+        if code is None:
+            self.throttle_increment()
+            return False
+        code.used_at = timezone.now()
+        code.save(update_fields=["used_at"])
+        self.throttle_reset()
+        return True
+
+
+class RecoveryCode(models.Model):
+    device = models.ForeignKey(RecoveryCodeDevice, on_delete=models.CASCADE, related_name="codes")
+    code_hash = models.CharField(max_length=64)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["device", "code_hash"])]
+
+    def __str__(self):
+        return f"recovery code {self.pk} ({'used' if self.used_at else 'unused'})"

@@ -63,6 +63,9 @@ class Role:
     contact_details: bool = True  # may see customer contact details
     money: bool = True  # may see amounts and commissions
     read_only: bool = False
+    # Must sign in with a second factor wherever the network enforces two-factor sign-in
+    # (accounts.twofactor): the roles that hold money or the keys to an organization.
+    requires_2fa: bool = False
     description: str = ""
 
     @property
@@ -100,7 +103,8 @@ ROLES: dict[tuple[str, str], Role] = {
               {MEMBERS_MANAGE, REFERRAL_VIEW, REFERRAL_ACCEPT, REFERRAL_REJECT, REFERRAL_ASSIGN,
                REFERRAL_UPDATE_STAGE, DEAL_OVERRIDE, PROGRAM_MANAGE, CRM_MANAGE,
                COMMISSION_VIEW},
-              "Runs the program: terms, commission plans, CRM connection, members."),
+              "Runs the program: terms, commission plans, CRM connection, members.",
+              requires_2fa=True),
         _role(VENDOR, "partnerships", "Partnerships", ORGANIZATION,
               {REFERRAL_VIEW, REFERRAL_ACCEPT, REFERRAL_REJECT, REFERRAL_ASSIGN,
                REFERRAL_UPDATE_STAGE, DEAL_OVERRIDE, DISPUTE_RESPOND},
@@ -110,13 +114,15 @@ ROLES: dict[tuple[str, str], Role] = {
               "Works the referrals assigned to them.", money=False),
         _role(VENDOR, "finance", "Finance", ORGANIZATION,
               {REFERRAL_VIEW, COMMISSION_VIEW, COMMISSION_APPROVE, PAYOUT_VIEW},
-              "Approves commissions and funds payouts.", contact_details=False),
+              "Approves commissions and funds payouts.", contact_details=False,
+              requires_2fa=True),
         # The network operator
         _role(OPERATOR, "admin", "Admin", NETWORK,
               {MEMBERS_MANAGE, ORGANIZATION_VIEW, APPLICATIONS_REVIEW, PORTFOLIO_MANAGE,
                NETWORK_MANAGE, AUDIT_VIEW, USERS_LOOKUP, REFERRAL_VIEW, DISPUTE_RESOLVE,
                COMMISSION_VIEW, PAYOUT_VIEW, PAYOUT_MANAGE, PAYOUT_APPROVE, TAX_REPORT},
-              "Runs the network: applications, settings, portfolios, everything."),
+              "Runs the network: applications, settings, portfolios, everything.",
+              requires_2fa=True),
         _role(OPERATOR, "channel_manager", "Channel manager", PORTFOLIO,
               {ORGANIZATION_VIEW, APPLICATIONS_REVIEW, REFERRAL_VIEW, DISPUTE_RESOLVE},
               "Keeps a portfolio of partners and vendors healthy; resolves their disputes.",
@@ -128,7 +134,8 @@ ROLES: dict[tuple[str, str], Role] = {
         _role(OPERATOR, "finance", "Finance", NETWORK,
               {ORGANIZATION_VIEW, COMMISSION_VIEW, PAYOUT_VIEW, PAYOUT_MANAGE, PAYOUT_APPROVE,
                TAX_REPORT},
-              "Builds and approves payout batches; files tax reports.", contact_details=False),
+              "Builds and approves payout batches; files tax reports.", contact_details=False,
+              requires_2fa=True),
         _role(OPERATOR, "auditor", "Auditor", NETWORK,
               {ORGANIZATION_VIEW, AUDIT_VIEW, REFERRAL_VIEW, COMMISSION_VIEW, PAYOUT_VIEW},
               "Reads everything and the audit log; changes nothing.", read_only=True),

@@ -1,12 +1,29 @@
 from django.urls import path
 
-from accounts.views import audit, members, network, notifications, onboarding, session
+from accounts.views import (
+    audit,
+    members,
+    network,
+    notifications,
+    onboarding,
+    session,
+    twofactor,
+)
 
 app_name = "accounts"
 
 urlpatterns = [
     path("accounts/no-membership/", session.no_membership, name="no_membership"),
     path("switch/", session.switch, name="switch"),
+    # Two-factor sign-in
+    path("accounts/two-factor/verify/", twofactor.verify, name="two_factor_verify"),
+    path("accounts/two-factor/setup/", twofactor.enrol, name="two_factor_enrol"),
+    path("accounts/two-factor/", twofactor.security, name="two_factor_security"),
+    path("accounts/two-factor/recovery-codes/", twofactor.recovery_codes_regenerate,
+         name="two_factor_recovery_codes"),
+    path("accounts/two-factor/turn-off/", twofactor.turn_off, name="two_factor_turn_off"),
+    path("team/<uuid:public_id>/two-factor/reset/", twofactor.member_reset,
+         name="member_two_factor_reset"),
     # Onboarding
     path("apply/<str:kind>/", onboarding.apply, name="apply"),
     path("apply-done/", onboarding.apply_done, name="apply_done"),

@@ -58,7 +58,9 @@ def _locmem_email(settings):
 def network(db):
     """The default network (the migration creates it; a transactional test's flush may not)."""
     network, _ = Network.objects.update_or_create(
-        is_default=True, defaults={"name": "Northwind", "slug": "northwind"})
+        is_default=True, defaults={"name": "Northwind", "slug": "northwind",
+                                   # passwords alone, unless a test turns enforcement on
+                                   "two_factor_policy": Network.TWO_FACTOR_OFF})
     return network
 
 

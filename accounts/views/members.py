@@ -4,7 +4,7 @@ from django.db import transaction
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts import roles, services
+from accounts import roles, services, twofactor
 from accounts.decorators import require_permission
 from accounts.errors import ServiceError
 from accounts.forms import InviteForm, RoleForm, SignupForInvitationForm
@@ -43,14 +43,26 @@ def team(request):
         Invitation.objects.visible_to(membership).open().select_related("invited_by")
         .order_by("-created_at")
     )
+    page = paginate(request, members)
+    if may_manage:
+        _mark_two_factor(page.object_list, request.membership)
     return render(request, "accounts/team.html", {
-        "page": paginate(request, members),
+        "page": page,
         "invitations": invitations if may_manage else [],
         "may_manage": may_manage,
         "invite_form": invite_form,
         "role_choices": roles.role_choices(org.kind),
         "roles_of_kind": roles.roles_of_kind(org.kind),
     })
+
+
+def _mark_two_factor(memberships, actor):
+    """Whether each listed member signs in with two factors, and whether `actor` may reset it
+    (one query for the page)."""
+    enrolled = twofactor.enrolled_user_ids(m.user_id for m in memberships)
+    for m in memberships:
+        m.two_factor_on = m.user_id in enrolled
+        m.two_factor_resettable = m.two_factor_on and m.user_id != actor.user_id
 
 
 def _member_action(request, public_id, action, success):

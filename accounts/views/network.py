@@ -5,7 +5,7 @@ from django.db.models import Count, Q
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts import roles, services
+from accounts import roles, services, twofactor
 from accounts.decorators import require_permission
 from accounts.errors import ServiceError
 from accounts.forms import (
@@ -51,6 +51,13 @@ def organization_detail(request, public_id):
         .select_related("user", "organization").order_by("status", "user__full_name")
     )
     context = {"org": org, "page": paginate(request, members)}
+    if can(membership, roles.NETWORK_MANAGE):  # an operator admin may reset anyone's 2FA
+        context["two_factor"] = True
+        enrolled = twofactor.enrolled_user_ids(m.user_id for m in context["page"].object_list)
+        for m in context["page"].object_list:
+            m.two_factor_on = m.user_id in enrolled
+            # Listed through visible_to, so within the admin's network: only oneself is out.
+            m.two_factor_resettable = m.two_factor_on and m.user_id != membership.user_id
     if can(membership, roles.PORTFOLIO_MANAGE, org) and org.kind != roles.OPERATOR:
         managers = list(channel_managers(membership.organization.network_id))
         assigned_user_ids = set(
@@ -137,6 +144,7 @@ def network_settings(request):
     form = NetworkSettingsForm(request.POST or None, initial={
         "name": network.name,
         "auto_approve_matching_domains": network.auto_approve_matching_domains,
+        "two_factor_policy": network.two_factor_policy,
     })
     if request.method == "POST" and form.is_valid():
         services.update_network_settings(request.membership, **form.cleaned_data)

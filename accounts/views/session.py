@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts import twofactor
 from accounts.forms import EmailLoginForm
 from accounts.models import Organization
 from accounts.tenancy import switch_membership
@@ -15,13 +16,21 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def form_valid(self, form):
-        response = super().form_valid(form)
-        from integrations import analytics
-
         user = form.get_user()
-        analytics.identify(user, traits={"memberships": user.memberships.filter(
-            status="active").count()})
+        if twofactor.is_enrolled(user) or twofactor.required_for(user, self.request.network):
+            # Not logged in yet: the code (or enrolment) comes first.
+            return twofactor.begin_second_step(self.request, user, self.get_success_url(),
+                                               user.backend)
+        response = super().form_valid(form)
+        identify(user)
         return response
+
+
+def identify(user):
+    from integrations import analytics
+
+    analytics.identify(user, traits={"memberships": user.memberships.filter(
+        status="active").count()})
 
 
 @login_required

@@ -11,6 +11,8 @@ class NetworkFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"Network {n}")
     slug = factory.Sequence(lambda n: f"network-{n}")
+    # Tests log in with passwords alone unless they turn two-factor enforcement on.
+    two_factor_policy = Network.TWO_FACTOR_OFF
 
 
 class UserFactory(factory.django.DjangoModelFactory):
