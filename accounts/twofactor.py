@@ -122,6 +122,8 @@ def turn_off(user, *, network, actor=None) -> None:
     """The user switches two-factor sign-in off; refused where it is required of them."""
     if required_for(user, network):
         raise PermissionDenied("Two-factor sign-in is required for your role in this network.")
+    if not is_enrolled(user):
+        return
     _remove_devices(user)
     _audit("two_factor.disabled", user, network, actor=actor)
 

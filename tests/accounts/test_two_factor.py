@@ -298,9 +298,16 @@ def test_an_optional_member_may_turn_it_off_but_a_required_one_may_not(world):
     assert twofactor.is_enrolled(admin.user)
 
 
+def test_turning_it_off_when_it_is_not_on_changes_and_records_nothing(world):
+    rep = world.member("partner", "rep")
+    world.client_for(rep).post(reverse("accounts:two_factor_turn_off"))
+    assert "two_factor.disabled" not in actions(rep.user)
+
+
 def test_a_logged_in_member_may_enrol_from_the_security_page(world):
     rep = world.member("partner", "rep")
     client = world.client_for(rep)
+    assert reverse("accounts:two_factor_security").encode() in client.get("/team/").content
     assert b"Set up two-factor" in client.get(reverse("accounts:two_factor_security")).content
     client.get(SETUP)
     device = TOTPDevice.objects.get(user=rep.user, confirmed=False)
