@@ -10,6 +10,7 @@ from accounts.errors import ServiceError
 from accounts.services.guards import require
 from attribution.models import Attribution, AttributionCandidate, AttributionChange
 from attribution.services import attribution_changed
+from referrals.other_partners import OtherPartner, check_no_other_partner
 
 
 def _summary(a: Attribution) -> dict:
@@ -32,6 +33,7 @@ def confirm_attribution(actor, attribution: Attribution, note: str = "", *,
     attribution = _lock(attribution)
     if attribution.status in Attribution.HUMAN_DECIDED:
         raise ServiceError("This attribution was already decided by a person.")
+    _check_note(attribution, note)
     before = _summary(attribution)
     attribution.status = Attribution.CONFIRMED
     attribution.decided_by, attribution.decided_at = actor.user, timezone.now()
@@ -58,6 +60,7 @@ def reassign_attribution(actor, attribution: Attribution, referral_public_id: st
             and attribution.status in Attribution.HUMAN_DECIDED):
         raise ServiceError("A person already decided this attribution; open a dispute to "
                            "change it.")
+    _check_note(attribution, note)
     new_referral = None
     if referral_public_id:
         candidate = (AttributionCandidate.objects.select_related("referral", "partner")
@@ -82,6 +85,15 @@ def reassign_attribution(actor, attribution: Attribution, referral_public_id: st
     _record(actor, attribution, "attribution.overturned" if changed
             else "attribution.confirmed", before, note)
     return attribution
+
+
+def _check_note(attribution, note):
+    """Every partner considered for the deal reads the note: it names none of them."""
+    candidates = [OtherPartner(name, domain or "") for name, domain in
+                  AttributionCandidate.objects.filter(attribution=attribution)
+                  .values_list("partner__name", "partner__website_domain").distinct()]
+    check_no_other_partner(note or "", candidates, "note", readers_may_see=(
+        attribution.vendor.name, attribution.snapshot.account_name))
 
 
 def _require_decider(actor, attribution):

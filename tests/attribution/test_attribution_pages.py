@@ -290,7 +290,7 @@ def test_reassign_is_for_deciders_only(world, brightpath_deal, globodyne, kind, 
     client = world.client_for(world.member(kind, role))
     url = reverse("attribution:reassign", args=[brightpath_deal.public_id])
     response = client.post(url, {"referral": str(summit.public_id),
-                                 "note": "Summit ran the evaluation."})
+                                 "note": "The other partner ran the evaluation."})
     brightpath_deal.refresh_from_db()
     if (kind, role) in DECIDERS:
         assert response.status_code == 302
@@ -354,7 +354,7 @@ def test_a_human_decision_survives_a_rerun(world, brightpath_deal, globodyne,
     brightpath, summit = globodyne
     world.client_for(world.member("vendor", "admin")).post(
         reverse("attribution:reassign", args=[brightpath_deal.public_id]),
-        {"referral": str(summit.public_id), "note": "Summit ran the evaluation."})
+        {"referral": str(summit.public_id), "note": "The other partner ran the evaluation."})
     # The deal changes in the pipeline (a new version, a new close time): the engine re-runs.
     with django_capture_on_commit_callbacks(execute=True):
         move_stage(world.member("vendor", "admin"), brightpath, "won")

@@ -279,7 +279,7 @@ def test_a_reassigned_attribution_survives_re_runs_backfills_and_deal_changes(
     assert attribution.referral == second
     admin = world.member("vendor", "admin")
     reassign_attribution(admin, attribution, str(first.public_id),
-                         note="Brightpath introduced the buyer; Summit came in late.")
+                         note="The earlier registration introduced the buyer.")
     attribution.refresh_from_db()
     assert (attribution.status, attribution.referral, attribution.partner) == (
         Attribution.OVERTURNED, first, world.partner)

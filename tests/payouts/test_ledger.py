@@ -334,7 +334,7 @@ def test_an_overturn_moves_the_commission_to_the_other_partner(world, programs, 
     pay(world, commission)
     with run_on_commit():
         reassign_attribution(world.member("operator", "admin"), commission.attribution,
-                             str(theirs.public_id), "Summit registered it first")
+                             str(theirs.public_id), "The other partner registered it first")
     commission.refresh_from_db()
     assert commission.status == Commission.CLAWED_BACK
     assert commission.retired_reason == "attribution changed"

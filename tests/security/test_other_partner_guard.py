@@ -154,3 +154,20 @@ def test_dispute_texts_catch_the_name_by_its_words_and_domain(names, programs):
                               "The Summit team says they met them first")
     disputes.vendor_respond(partnerships, dispute, "Brightpath Consulting: the other partner "
                             "met them in January.")
+
+
+def test_attribution_decision_notes_name_no_partner_considered(names, programs):
+    """Every partner considered for the deal reads the decision note on its attribution."""
+    from attribution.decisions import confirm_attribution, reassign_attribution
+
+    attribution, loser, _ = make_deal(names, programs["acme"])
+    admin = names.member("vendor", "admin")
+    with pytest.raises(ServiceError, match=GUARD) as caught:
+        reassign_attribution(admin, attribution, str(loser.public_id),
+                             "Brightpath introduced the buyer")
+    assert caught.value.field == "note"
+    with pytest.raises(ServiceError, match=GUARD):
+        confirm_attribution(admin, attribution, "Checked with summit-int.example")
+    attribution.refresh_from_db()
+    assert attribution.decided_by_id is None
+    confirm_attribution(admin, attribution, "Checked with the account executive.")
