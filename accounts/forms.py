@@ -5,11 +5,12 @@ from django_countries import countries
 
 from accounts import roles
 from accounts.models import Network, Organization
+from partnerhub.forms import HardenedForm, HardenedMixin
 
 _COUNTRY_CHOICES = [("", "Choose a country")] + list(countries)
 
 
-class EmailLoginForm(AuthenticationForm):
+class EmailLoginForm(HardenedMixin, AuthenticationForm):
     username = forms.EmailField(
         label="Email", widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"})
     )
@@ -21,7 +22,7 @@ class EmailLoginForm(AuthenticationForm):
     }
 
 
-class ApplicationForm(forms.Form):
+class ApplicationForm(HardenedForm):
     company_name = forms.CharField(max_length=160, label="Company name")
     website = forms.CharField(max_length=200, label="Company website",
                               help_text="We match this against your email domain.",
@@ -62,7 +63,7 @@ class ApplicationForm(forms.Form):
         return data
 
 
-class SignupForInvitationForm(forms.Form):
+class SignupForInvitationForm(HardenedForm):
     full_name = forms.CharField(max_length=150, label="Your name")
     password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
 
@@ -72,7 +73,7 @@ class SignupForInvitationForm(forms.Form):
         return password
 
 
-class InviteForm(forms.Form):
+class InviteForm(HardenedForm):
     email = forms.EmailField()
     role = forms.ChoiceField()
 
@@ -82,7 +83,7 @@ class InviteForm(forms.Form):
         self.fields["role"].initial = roles.DEFAULT_INVITE_ROLE[kind]
 
 
-class RoleForm(forms.Form):
+class RoleForm(HardenedForm):
     role = forms.ChoiceField()
 
     def __init__(self, *args, kind: str, **kwargs):
@@ -100,7 +101,7 @@ REJECTION_REASONS = [
 ]
 
 
-class RejectForm(forms.Form):
+class RejectForm(HardenedForm):
     reason_code = forms.ChoiceField(choices=REJECTION_REASONS, label="Reason")
     details = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
                               help_text="Sent to the applicant.")
@@ -117,7 +118,7 @@ class RejectForm(forms.Form):
         return f"{label}. {details}".strip() if details else label
 
 
-class NetworkSettingsForm(forms.Form):
+class NetworkSettingsForm(HardenedForm):
     name = forms.CharField(max_length=120, label="Network name")
     auto_approve_matching_domains = forms.BooleanField(
         required=False,
@@ -131,7 +132,7 @@ class NetworkSettingsForm(forms.Form):
     )
 
 
-class PortfolioAssignForm(forms.Form):
+class PortfolioAssignForm(HardenedForm):
     channel_manager = forms.ChoiceField(label="Channel manager")
 
     def __init__(self, *args, managers, **kwargs):
@@ -145,7 +146,7 @@ class DateInput(forms.DateInput):
     input_type = "date"
 
 
-class AuditFilterForm(forms.Form):
+class AuditFilterForm(HardenedForm):
     actor = forms.CharField(required=False, label="Actor email")
     action = forms.CharField(required=False)
     target_type = forms.CharField(required=False, label="Object type")
@@ -154,13 +155,13 @@ class AuditFilterForm(forms.Form):
     until = forms.DateField(required=False, widget=DateInput, label="To")
 
 
-class OrganizationFilterForm(forms.Form):
+class OrganizationFilterForm(HardenedForm):
     q = forms.CharField(required=False, label="Search")
     kind = forms.ChoiceField(required=False, choices=[("", "All kinds")] + roles.KINDS)
     status = forms.ChoiceField(required=False,
                                choices=[("", "All statuses")] + Organization.STATUSES)
 
 
-class LookupForm(forms.Form):
+class LookupForm(HardenedForm):
     q = forms.CharField(required=False, label="Email, name or organization",
                         widget=forms.TextInput(attrs={"autofocus": True}))

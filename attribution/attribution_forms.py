@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 
 from accounts.forms import DateInput
 from attribution.models import Attribution
+from partnerhub.forms import HardenedForm
 
 MATCHES = [("exact", "Exact (referral id)"), ("domain", "Same domain"),
            ("fuzzy", "Similar name"), ("none", "None")]
@@ -16,7 +17,7 @@ OUTCOMES = [("you", "Credited to you"), ("other", "Credited to another partner")
 NOBODY = "nobody"
 
 
-class AttributionFilterForm(forms.Form):
+class AttributionFilterForm(HardenedForm):
     """Filters of /attributions/. Which counterpart filter exists depends on the side: a vendor
     picks a partner, a partner a vendor (and its own outcome), an operator a vendor (and a
     partner by id, from links)."""
@@ -72,14 +73,14 @@ class AttributionFilterForm(forms.Form):
         return value
 
 
-class ConfirmAttributionForm(forms.Form):
+class ConfirmAttributionForm(HardenedForm):
     note = forms.CharField(required=False, max_length=2000, label="Note (optional)",
                            widget=forms.Textarea(attrs={
                                "rows": 2, "aria-label": "Note (optional)",
                                "placeholder": "Note for the partners involved (optional)"}))
 
 
-class ReassignAttributionForm(forms.Form):
+class ReassignAttributionForm(HardenedForm):
     referral = forms.ChoiceField(label="Credit the deal to", widget=forms.RadioSelect)
     note = forms.CharField(max_length=2000, label="Why",
                            widget=forms.Textarea(attrs={"rows": 3}),

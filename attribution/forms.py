@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from accounts.errors import ServiceError
 from attribution import dispute_subjects, disputes, evidence
 from attribution.models import Dispute
+from partnerhub.forms import HardenedForm
 
 CATEGORY_LABELS = dict(Dispute.CATEGORIES)
 
@@ -41,7 +42,7 @@ def _text(label, rows=6, help_text=""):
                            widget=forms.Textarea(attrs={"rows": rows}))
 
 
-class PartnerDisputeForm(forms.Form):
+class PartnerDisputeForm(HardenedForm):
     """What the partner disputes (the choices this referral offers now) and why."""
 
     subject = forms.ChoiceField(label="What do you dispute?", widget=forms.RadioSelect)
@@ -81,7 +82,7 @@ class PartnerDisputeForm(forms.Form):
         return subject.attribution, category
 
 
-class VendorDisputeForm(forms.Form):
+class VendorDisputeForm(HardenedForm):
     category = forms.ChoiceField(
         label="What is wrong?", widget=forms.RadioSelect,
         choices=[(c, CATEGORY_LABELS[c]) for c in dispute_subjects.VENDOR_CATEGORIES])
@@ -90,23 +91,23 @@ class VendorDisputeForm(forms.Form):
     files = EvidenceField()
 
 
-class ResponseForm(forms.Form):
+class ResponseForm(HardenedForm):
     text = _text("Your response", help_text="The disputing partner reads this: do not name "
                                             "other partners.")
     files = EvidenceField()
 
 
-class MessageForm(forms.Form):
+class MessageForm(HardenedForm):
     body = _text("Message", rows=3)
     files = EvidenceField()
 
 
-class WithdrawForm(forms.Form):
+class WithdrawForm(HardenedForm):
     reason = forms.CharField(label="Why (optional)", required=False,
                              max_length=disputes.MAX_TEXT)
 
 
-class ResolveForm(forms.Form):
+class ResolveForm(HardenedForm):
     outcome = forms.ChoiceField(label="Decision", widget=forms.RadioSelect, choices=[
         (Dispute.UPHELD, "Uphold: the claim is right, change the outcome"),
         (Dispute.OVERTURNED, "Overturn: the claim is wrong, the outcome stands")])
@@ -125,7 +126,7 @@ class ResolveForm(forms.Form):
             self.fields["new_referral"].choices = [("", "Nobody")] + list(candidates)
 
 
-class ReassignForm(forms.Form):
+class ReassignForm(HardenedForm):
     channel_manager = forms.ChoiceField(label="Assign to")
 
     def __init__(self, *args, managers=(), **kwargs):
@@ -138,7 +139,7 @@ PENDING = ""
 STATUS_FILTERS = [(PENDING, "Awaiting a decision"), ("all", "All")] + list(Dispute.STATUSES)
 
 
-class DisputeFilterForm(forms.Form):
+class DisputeFilterForm(HardenedForm):
     status = forms.ChoiceField(choices=STATUS_FILTERS, required=False)
     vendor = forms.ChoiceField(required=False)
     overdue = forms.BooleanField(required=False, label="Overdue only")

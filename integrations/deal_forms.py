@@ -5,15 +5,16 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from integrations.closing import OUTCOME_LABELS
-from partnerhub.money import from_minor
+from partnerhub.forms import HardenedForm
+from partnerhub.money import MAX_MINOR, from_minor
 from referrals.validation import clean_amount
 
 # A deal above a trillion in any currency is a typing error (and would not fit the ledger's
-# sums): refuse it in the form rather than in the database.
-MAX_DEAL_MINOR = 10**14
+# sums): refuse it in the form rather than in the database. The one limit is money's.
+MAX_DEAL_MINOR = MAX_MINOR
 
 
-class CloseDealForm(forms.Form):
+class CloseDealForm(HardenedForm):
     outcome = forms.ChoiceField(label="Outcome")
     closed_on = forms.DateField(label="Closed on", required=False,
                                 widget=forms.DateInput(attrs={"type": "date"}))

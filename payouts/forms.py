@@ -1,12 +1,13 @@
 """Forms for plans, commission filters and decisions. People type decimals and percentages;
 the services receive integers (minor units, basis points)."""
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django import forms
 from django.db.models import Q
 
-from partnerhub.money import from_minor, to_minor
+from partnerhub.forms import HardenedForm
+from partnerhub.money import from_minor, parse_decimal, to_minor
 from payouts.models import Commission, CommissionPlan
 from payouts.plans import TIERS
 from referrals.models import CURRENCIES
@@ -19,10 +20,12 @@ def to_bp(value) -> int | None:
     """'10.5' (percent) -> 1050 basis points; at most two decimals."""
     if value in (None, ""):
         return None
-    try:
-        scaled = Decimal(str(value).strip().rstrip("%")) * 100
-    except InvalidOperation:
-        raise forms.ValidationError("Enter a percentage such as 10 or 12.5.") from None
+    number = parse_decimal(str(value).strip().rstrip("%").strip())
+    if number is None or "," in str(value):
+        raise forms.ValidationError("Enter a percentage such as 10 or 12.5.")
+    if not 0 <= number <= 100:
+        raise forms.ValidationError("A percentage is between 0.01 and 100.")
+    scaled = number * 100
     if scaled != scaled.to_integral_value():
         raise forms.ValidationError("Percentages have at most two decimals.")
     return int(scaled)
@@ -34,7 +37,7 @@ def from_bp(bp: int | None) -> str:
     return f"{Decimal(bp) / 100:f}".rstrip("0").rstrip(".")
 
 
-class PlanForm(forms.Form):
+class PlanForm(HardenedForm):
     kind = forms.ChoiceField(choices=CommissionPlan.KINDS, widget=forms.RadioSelect,
                              label="The plan pays")
     currency = forms.ChoiceField(choices=[(c, c) for c in CURRENCIES])
@@ -105,7 +108,7 @@ class PlanForm(forms.Form):
         return data
 
 
-class CommissionFilterForm(forms.Form):
+class CommissionFilterForm(HardenedForm):
     q = forms.CharField(required=False, label="Deal", max_length=100)
     status = forms.ChoiceField(required=False, choices=[("", "Any status"),
                                                         *Commission.STATUSES])
@@ -134,6 +137,6 @@ class CommissionFilterForm(forms.Form):
         return queryset
 
 
-class RejectForm(forms.Form):
+class RejectForm(HardenedForm):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000,
                              label="Why (the partner sees this)")

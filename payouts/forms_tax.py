@@ -1,11 +1,14 @@
 """Forms for the tax pages: the partner's tax profile and the operator's report filters. The
 rules (which form goes with which payee, dates, expiry) live in payouts.tax; these only parse."""
 
+from datetime import date
+
 from django import forms
 from django.utils import timezone
 from django_countries import countries
 
 from accounts.forms import DateInput
+from partnerhub.forms import DATE_MAX, DateBetween, HardenedForm
 from payouts import tax
 from payouts.models import TaxProfile
 
@@ -18,7 +21,7 @@ def _us_person(value):
     return {"yes": True, "no": False}.get(value)
 
 
-class TaxProfileForm(forms.Form):
+class TaxProfileForm(HardenedForm):
     legal_name = forms.CharField(
         max_length=200, required=False, label="Legal name",
         help_text="As it appears on the tax form: a person's full name or the entity's "
@@ -33,7 +36,10 @@ class TaxProfileForm(forms.Form):
         help_text="W-9 for US persons, W-8BEN for foreign individuals, W-8BEN-E for foreign "
                   "entities. A W-8 stays valid until the end of the third calendar year after "
                   "the year it was signed.")
-    form_signed_on = forms.DateField(required=False, label="Date signed", widget=DateInput)
+    form_signed_on = forms.DateField(
+        required=False, label="Date signed", widget=DateInput,
+        validators=[DateBetween(date(tax.MIN_YEAR, 1, 1), DATE_MAX,
+                                f"Enter the date the form was signed (from {tax.MIN_YEAR}).")])
     country = forms.ChoiceField(choices=_COUNTRIES, required=False, label="Country")
     address_line1 = forms.CharField(max_length=200, required=False, label="Address")
     address_line2 = forms.CharField(max_length=200, required=False, label="Address (line 2)")
@@ -55,7 +61,7 @@ def _year_choices():
     return [(y, str(y)) for y in range(last, tax.MIN_YEAR - 1, -1)]
 
 
-class TaxReportFilterForm(forms.Form):
+class TaxReportFilterForm(HardenedForm):
     year = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
     nec_due = forms.BooleanField(required=False, label="Only 1099-NEC due")
     country = forms.ChoiceField(choices=[("", "Any country")] + list(countries), required=False)

@@ -13,10 +13,12 @@ from django.utils import timezone
 from accounts import audit, roles
 from accounts.errors import ServiceError
 from accounts.services.guards import require
+from partnerhub.money import MAX_MINOR
 from payouts.models import CommissionPlan
 from referrals.models import Program
 
 TIERS = ("registered", "silver", "gold", "platinum")
+MAX_DAYS = 3650  # holding and clawback periods: ten years at most
 PLAN_FIELDS = ("kind", "rate_bp", "flat_minor", "tier_rates_bp", "cap_minor", "currency",
                "holding_days", "clawback_days", "payout_minimum_minor")
 
@@ -101,14 +103,20 @@ def validate_plan(data: dict) -> dict:
             raise ServiceError("A percentage is between 0.01 and 100.", field=name)
     if any(not 0 < r <= 10_000 for r in clean["tier_rates_bp"].values()):
         raise ServiceError("A percentage is between 0.01 and 100.", field="tier_rates_bp")
+    if clean["flat_minor"] is not None and clean["flat_minor"] < 0:
+        raise ServiceError("The amount per won deal must be more than zero.",
+                           field="flat_minor")
     if clean["cap_minor"] is not None and clean["cap_minor"] <= 0:
         raise ServiceError("A cap must be more than zero (or left empty).", field="cap_minor")
     if clean["payout_minimum_minor"] is None or clean["payout_minimum_minor"] < 0:
         raise ServiceError("The payout minimum cannot be negative.",
                            field="payout_minimum_minor")
+    for name in ("flat_minor", "cap_minor", "payout_minimum_minor"):
+        if clean[name] is not None and clean[name] > MAX_MINOR:
+            raise ServiceError(f"At most {MAX_MINOR:,} in minor units.", field=name)
     for name in ("holding_days", "clawback_days"):
-        if clean[name] is None or clean[name] < 0:
-            raise ServiceError("Give a number of days (0 or more).", field=name)
+        if clean[name] is None or not 0 <= clean[name] <= MAX_DAYS:
+            raise ServiceError(f"Give a number of days from 0 to {MAX_DAYS}.", field=name)
     if not clean["currency"] or len(clean["currency"]) != 3:
         raise ServiceError("Choose the currency the plan pays in.", field="currency")
     clean["currency"] = clean["currency"].upper()

@@ -3,6 +3,8 @@ from django.core.exceptions import ValidationError
 from django_countries import countries
 
 from accounts.forms import DateInput
+from partnerhub.forms import HardenedForm
+from partnerhub.money import MAX_MINOR
 from referrals import validation
 from referrals.models import CURRENCIES, OPTIONAL_FIELDS, Program, Referral
 from referrals.services import ReferralData
@@ -10,7 +12,7 @@ from referrals.services import ReferralData
 _COUNTRIES = [("", "Choose a country")] + list(countries)
 
 
-class ProgramForm(forms.Form):
+class ProgramForm(HardenedForm):
     name = forms.CharField(max_length=120)
     terms = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}),
                             help_text="What partners agree to when they enrol.")
@@ -40,7 +42,7 @@ class ProgramForm(forms.Form):
         return {f: getattr(program, f) for f in cls.base_fields}
 
 
-class ReferralForm(forms.Form):
+class ReferralForm(HardenedForm):
     program = forms.ChoiceField(label="Vendor program")
     company_name = forms.CharField(max_length=160, label="Customer company")
     website = forms.CharField(max_length=200, label="Company website", required=False,
@@ -57,7 +59,8 @@ class ReferralForm(forms.Form):
     currency = forms.ChoiceField(required=False)
     expected_close = forms.CharField(required=False, label="Expected close month",
                                      widget=forms.DateInput(attrs={"type": "month"}))
-    notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False)
+    notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False,
+                            max_length=5000)
 
     def __init__(self, *args, programs, draft: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -137,14 +140,19 @@ class ReferralForm(forms.Form):
         }
 
 
-class RejectReferralForm(forms.Form):
+class RejectReferralForm(HardenedForm):
     code = forms.ChoiceField(choices=[("", "Choose a reason")] + Referral.REJECTION_REASONS,
                              label="Reason")
     text = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False,
-                           label="Message to the partner")
+                           max_length=2000, label="Message to the partner")
 
 
-class AssignForm(forms.Form):
+class WithdrawReferralForm(HardenedForm):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False,
+                             max_length=2000, label="Why (optional)")
+
+
+class AssignForm(HardenedForm):
     assignee = forms.ChoiceField(label="Assign to")
 
     def __init__(self, *args, members, **kwargs):
@@ -153,11 +161,11 @@ class AssignForm(forms.Form):
                                            for m in members]
 
 
-class ExtendForm(forms.Form):
+class ExtendForm(HardenedForm):
     days = forms.IntegerField(min_value=1, max_value=365, initial=30, label="Extend by (days)")
 
 
-class MessageForm(forms.Form):
+class MessageForm(HardenedForm):
     body = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Message",
                            max_length=5000)
     internal = forms.BooleanField(required=False, label="Internal note (only your team sees it)")
@@ -167,7 +175,10 @@ SORTS = [("-submitted_at", "Newest first"), ("submitted_at", "Oldest first"),
          ("-amount_minor", "Largest value"), ("company_name", "Company A–Z")]
 
 
-class ReferralFilterForm(forms.Form):
+MAX_FILTER_VALUE = MAX_MINOR // 100  # the value filters read as USD, in major units
+
+
+class ReferralFilterForm(HardenedForm):
     q = forms.CharField(required=False, label="Search")
     status = forms.ChoiceField(required=False, choices=[("", "Any status")] + Referral.STATUSES)
     counterpart = forms.ChoiceField(required=False)
@@ -176,8 +187,10 @@ class ReferralFilterForm(forms.Form):
                                           ("no", "No conflict")])
     since = forms.DateField(required=False, widget=DateInput, label="Submitted from")
     until = forms.DateField(required=False, widget=DateInput, label="to")
-    min_value = forms.DecimalField(required=False, min_value=0, label="Value from")
-    max_value = forms.DecimalField(required=False, min_value=0, label="to")
+    min_value = forms.DecimalField(required=False, min_value=0, max_value=MAX_FILTER_VALUE,
+                                   decimal_places=2, label="Value from")
+    max_value = forms.DecimalField(required=False, min_value=0, max_value=MAX_FILTER_VALUE,
+                                   decimal_places=2, label="to")
     sort = forms.ChoiceField(required=False, choices=SORTS)
 
     def __init__(self, *args, counterpart_label, counterparts, triage=False, **kwargs):

@@ -24,6 +24,7 @@ from accounts.models import Membership
 from accounts.notifications import notify
 from accounts.permissions import can
 from accounts.services.guards import require
+from partnerhub.forms import has_control_characters
 from referrals import validation
 from referrals.models import ImportJob, Program, Referral
 from referrals.normalize import normalize_company_name, normalize_domain
@@ -44,8 +45,11 @@ PROGRESS_EVERY = 25
 COLUMNS = ["program", "company_name", "website", "country", "contact_name", "contact_email",
            "contact_phone", "contact_title", "amount", "currency", "expected_close", "notes"]
 REQUIRED_COLUMNS = ["company_name", "website", "country", "contact_name", "contact_email"]
-MAX_LENGTHS = {"company_name": 160, "website": 200, "contact_name": 150, "contact_email": 254,
-               "contact_title": 120, "notes": 5000}
+MAX_LENGTHS = {"program": 200, "company_name": 160, "website": 200, "country": 60,
+               "contact_name": 150, "contact_email": 254, "contact_phone": 40,
+               "contact_title": 120, "amount": 40, "currency": 3, "expected_close": 20,
+               "notes": 5000}
+MULTI_LINE = {"notes"}  # the only column whose text may hold line breaks
 HEADER_ROW = 1  # rows are numbered as a spreadsheet shows them: the header is row 1
 
 
@@ -77,10 +81,21 @@ def _decode(content: bytes) -> str:
         raise ServiceError("This is not a CSV file. Save the spreadsheet as “CSV UTF-8” and "
                            "upload that.", field="file")
     try:
-        return content.decode("utf-8-sig")
+        text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ServiceError("The file is not UTF-8 text. In Excel, save it as “CSV UTF-8 "
                            "(comma delimited)”.", field="file") from None
+    return _refuse_nul(text)
+
+
+def _refuse_nul(text: str) -> str:
+    """A NUL anywhere in the file (not only in its first bytes) refuses the file: PostgreSQL
+    cannot store it, and no spreadsheet writes one into a CSV."""
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ServiceError(f"The file contains a NUL character (line {line}). Save the "
+                           "spreadsheet as “CSV UTF-8” again and upload that.", field="file")
+    return text
 
 
 def _column_key(name: str) -> str:
@@ -96,7 +111,7 @@ def parse_csv(content: bytes | str) -> ParsedFile:
                                field="file")
         text = _decode(content)
     else:
-        text = content
+        text = _refuse_nul(content)
     first_line = text.split("\n", 1)[0]
     delimiter = ","
     if "," not in first_line:  # European Excel saves with semicolons
@@ -180,7 +195,11 @@ def check_row(number: int, values: dict, programs, by_key) -> CheckedRow:
     too_long = [name for name, limit in MAX_LENGTHS.items() if len(values.get(name, "")) > limit]
     for name in too_long:
         row.error(name, f"At most {MAX_LENGTHS[name]} characters.")
-    if too_long:
+    unreadable = [name for name in COLUMNS
+                  if has_control_characters(values.get(name, ""), name in MULTI_LINE)]
+    for name in unreadable:
+        row.error(name, "Remove the control characters (invisible characters) from this cell.")
+    if too_long or unreadable:
         return row
     website = _cleaned(row, "website", validation.clean_website)
     country = _cleaned(row, "country", validation.clean_country)

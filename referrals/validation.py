@@ -1,10 +1,12 @@
 """Validation of referral input shared by the browser form and the CSV import."""
 
+import re
 from datetime import date
 
 import phonenumbers
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils import timezone
 from django_countries import countries
 
 from partnerhub.money import to_minor
@@ -69,18 +71,34 @@ def clean_amount(value, currency: str) -> int | None:
     return minor
 
 
+# An expected close month is a forecast: a few years back (an old deal registered late) to a
+# few years ahead. Year 9999 is a typing error, and breaks date arithmetic.
+CLOSE_YEARS_BACK = 5
+CLOSE_YEARS_AHEAD = 10
+_MONTH = re.compile(r"([0-9]{4})[-/]([0-9]{2})(?:[-/]([0-9]{2}))?", re.ASCII)
+
+
 def clean_month(value) -> date | None:
     """'2027-03', '2027-03-15' or a date -> the first of that month."""
     if value in (None, ""):
         return None
     if isinstance(value, date):
-        return value.replace(day=1)
-    text = str(value).strip()
-    try:
-        year, month = int(text[:4]), int(text[5:7])
-        return date(year, month, 1)
-    except (ValueError, IndexError):
-        raise ValidationError("Enter a month as YYYY-MM.") from None
+        month = value.replace(day=1)
+    else:
+        match = _MONTH.fullmatch(str(value).strip())
+        try:
+            if match is None:
+                raise ValueError
+            month = date(int(match[1]), int(match[2]), 1)
+            if match[3]:
+                date(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:
+            raise ValidationError("Enter a month as YYYY-MM.") from None
+    this_year = timezone.localdate().year
+    if not this_year - CLOSE_YEARS_BACK <= month.year <= this_year + CLOSE_YEARS_AHEAD:
+        raise ValidationError(f"Enter a month between {this_year - CLOSE_YEARS_BACK} and "
+                              f"{this_year + CLOSE_YEARS_AHEAD}.")
+    return month
 
 
 def validate_for_program(program, data) -> dict[str, str]:

@@ -223,9 +223,13 @@ def _decider_attribution(request, public_id):
 def attribution_confirm(request, public_id):
     attribution = _decider_attribution(request, public_id)
     form = ConfirmAttributionForm(request.POST)
-    note = form.cleaned_data["note"] if form.is_valid() else ""
+    if not form.is_valid():  # a note we cannot keep stops the confirmation, never drops it
+        context = _detail_context(request, attribution)
+        context["confirm_form"] = form
+        return render(request, "attribution/attribution_detail.html", context, status=400)
     try:
-        decisions.confirm_attribution(request.membership, attribution, note)
+        decisions.confirm_attribution(request.membership, attribution,
+                                      form.cleaned_data["note"])
     except PermissionDenied:
         raise Http404 from None
     except ServiceError as exc:

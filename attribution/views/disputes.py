@@ -344,9 +344,11 @@ def dispute_withdraw(request, public_id):
     _require(request, dispute, roles.DISPUTE_OPEN if dispute.side == Dispute.PARTNER
              else roles.DISPUTE_RESPOND)
     form = WithdrawForm(request.POST)
-    reason = form.cleaned_data["reason"] if form.is_valid() else ""
-    return _act(request, dispute,
-                lambda: disputes.withdraw(request.membership, dispute, reason), "Withdrawn.")
+    if not form.is_valid():  # the reason is part of the record: never withdraw without it
+        messages.error(request, "Not withdrawn: " + " ".join(form.errors["reason"]))
+        return redirect("attribution:dispute_detail", dispute.public_id)
+    return _act(request, dispute, lambda: disputes.withdraw(
+        request.membership, dispute, form.cleaned_data["reason"]), "Withdrawn.")
 
 
 @membership_required

@@ -10,7 +10,7 @@ transfers ran during the request, so it reads the batch afterwards; with a worke
 is under way."""
 
 import csv
-from datetime import UTC
+from datetime import UTC, date
 
 from django import forms
 from django.contrib import messages
@@ -28,20 +28,25 @@ from accounts.decorators import membership_required
 from accounts.errors import PermissionDenied, ServiceError
 from accounts.permissions import get_object_for, permissions_of
 from partnerhub.csvutil import Echo, safe_cell
+from partnerhub.forms import DateBetween, HardenedForm
 from partnerhub.money import exponent, from_minor
 from partnerhub.pagination import paginate, querystring_without_page
 from payouts import batch_status, batches
 from payouts.batch_status import as_sentence, failure_reason, payouts_text
 from payouts.models import Payout, PayoutBatch
+from payouts.tax import MIN_YEAR
 
 
 class BatchFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "All"), *PayoutBatch.STATUSES], required=False)
 
 
-class NewBatchForm(forms.Form):
+class NewBatchForm(HardenedForm):
     period_end = forms.DateField(
         label="Period end", widget=forms.DateInput(attrs={"type": "date"}),
+        # From the first year PartnerHub pays for; the service refuses a period in the future.
+        validators=[DateBetween(date(MIN_YEAR, 1, 1), date.max,
+                                f"Enter the period's last day (from {MIN_YEAR}).")],
         help_text="Commissions payable on or before the end of this day (UTC) are included.")
 
 

@@ -12,7 +12,13 @@ from accounts.models import Membership
 from accounts.permissions import can, get_object_for
 from integrations.panels import crm_panel
 from referrals import services
-from referrals.forms import AssignForm, ExtendForm, MessageForm, RejectReferralForm
+from referrals.forms import (
+    AssignForm,
+    ExtendForm,
+    MessageForm,
+    RejectReferralForm,
+    WithdrawReferralForm,
+)
 from referrals.models import Referral, TimelineEntry
 from referrals.services.lifecycle import EDITABLE, conflict_notice
 from referrals.services.thread import may_post
@@ -136,9 +142,13 @@ def referral_reject(request, public_id):
 @require_POST
 def referral_withdraw(request, public_id):
     referral = get_referral(request, public_id, roles.REFERRAL_WITHDRAW)
+    form = WithdrawReferralForm(request.POST)
+    if not form.is_valid():  # never withdraw without the reason that was typed
+        messages.error(request, "Not withdrawn: " + " ".join(form.errors["reason"]))
+        return redirect("referrals:detail", referral.public_id)
     return _run(request, referral,
                 lambda: services.withdraw_referral(request.membership, referral,
-                                                   request.POST.get("reason", "")),
+                                                   form.cleaned_data["reason"]),
                 "Withdrawn.")
 
 
