@@ -10,12 +10,12 @@ carry them is answered 401 with nothing stored. Deliveries are deduplicated by t
 import base64
 import binascii
 import hmac
-import json
 import logging
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.http import HttpResponse
 
+from integrations import webhook_input
 from integrations.inbound import ingest_change
 from integrations.models import WebhookEvent
 from integrations.pipedrive.connector import deal_change
@@ -29,8 +29,8 @@ def handle(request, connection) -> HttpResponse:
     if not _authenticated(request, connection.credentials):
         return HttpResponse(status=401, headers={"WWW-Authenticate": 'Basic realm="PartnerHub"'})
     try:
-        body = json.loads(request.body)
-    except ValueError:
+        body = webhook_input.parse(request.body)
+    except webhook_input.BadPayload:
         return HttpResponse("Expected a JSON body.", status=400)
     meta = body.get("meta") if isinstance(body, dict) else None
     if not isinstance(meta, dict) or str(meta.get("version")) != "2.0" or not meta.get("id"):
@@ -44,9 +44,19 @@ def handle(request, connection) -> HttpResponse:
         deal = body.get("data")
         if meta.get("entity") == "deal" and meta.get("action") in DEAL_ACTIONS \
                 and isinstance(deal, dict) and deal.get("id"):
-            change = deal_change(deal, connection.referral_id_field)
-            ingest_change(connection, change)
+            _ingest(connection, deal, meta["id"])
     return HttpResponse(status=200)
+
+
+def _ingest(connection, deal: dict, event_id) -> None:
+    """Record the deal the authentic event carries. A deal we cannot read (a field of the
+    wrong type, an amount out of range) is kept as the stored event and logged, and answered
+    200 all the same: Pipedrive would otherwise retry it forever."""
+    try:
+        with transaction.atomic():
+            ingest_change(connection, deal_change(deal, connection.referral_id_field))
+    except (ValueError, TypeError, ArithmeticError, AttributeError, DatabaseError) as exc:
+        log.warning("pipedrive event %s kept but not applied: %s", event_id, exc)
 
 
 def _authenticated(request, credentials: dict) -> bool:
