@@ -167,9 +167,6 @@ def _tell_outcome(batch: PayoutBatch, progress: Progress) -> None:
                                          title=title, body=body, url=url, subject=subject))
 
 
-# payouts.webhooks calls it by its earlier name.
-finish_batch = refresh_batch_status
-
 
 # --- One payout ---------------------------------------------------------------------------
 

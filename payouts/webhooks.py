@@ -163,7 +163,7 @@ def transfer_created(event: dict) -> None:
                             "currency": transfer.get("currency")})
         return
     transfers.record_transfer(payout.pk, transfer, source="webhook")
-    transfers.finish_batch(payout.batch_id)
+    transfers.refresh_batch_status(payout.batch_id)
 
 
 @handles("transfer.reversed")
